@@ -1,0 +1,3 @@
+"""clusterctl: a YAML list of machines in, a running Dask cluster out."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,257 @@
+"""The code clusterctl runs on a host: ``<python> - '<request json>'`` with this file on stdin.
+
+Standard library only, Python 3.8+, Linux /proc. One call does one operation for every process of
+the cluster on that host, so each step of ``up``/``status``/``down`` costs one round trip per host.
+It prints one JSON object on stdout. Processes are identified by the marker variable in their
+environment (inherited by their children), never by pid alone.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+MARKER = "CLUSTERCTL_PROCESS"
+
+
+def _version(dist):
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - python < 3.8
+        return None
+    try:
+        return metadata.version(dist)
+    except Exception:
+        return None
+
+
+def _importable(module):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except Exception:
+        return False
+
+
+def _markers():
+    """pid -> marker value, for every process on this host that carries one."""
+    found = {}
+    needle = (MARKER + "=").encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                env = f.read()
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2:][:1] == b"Z":
+            continue  # a zombie is already dead; its parent reaps it
+        for item in env.split(b"\0"):
+            if item.startswith(needle):
+                found[int(entry)] = item[len(needle):].decode("utf-8", "replace")
+                break
+    return found
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _port_holder(port):
+    """Who listens on a TCP port: 'pid N: command', or '' when it cannot be seen (other user)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":
+                        inodes.add(parts[9])
+        except (OSError, StopIteration):
+            continue
+    if not inodes:
+        return ""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            for fd in os.listdir("/proc/%s/fd" % entry):
+                link = os.readlink("/proc/%s/fd/%s" % (entry, fd))
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return "pid %s: %s" % (entry, _cmdline(int(entry))[:200])
+        except OSError:
+            continue
+    return ""
+
+
+def _port_free(host, port):
+    for family, addr in ((socket.AF_INET, host), (socket.AF_INET6, host)):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((addr, port))
+            return True, ""
+        except socket.gaierror:
+            continue
+        except OSError as exc:
+            if exc.errno == 98:  # EADDRINUSE
+                return False, _port_holder(port) or "in use"
+            if exc.errno == 99:  # not an address of this host for this family
+                continue
+            return False, exc.strerror or str(exc)
+        finally:
+            sock.close()
+    return False, "%s is not an address of this host" % host
+
+
+def op_probe(req):
+    """Interpreter and package versions, free ports, and which recorded processes still run."""
+    alive = _alive(req.get("check", []))
+    ports = {}
+    for port in req.get("ports", []):
+        free, why = _port_free(req.get("bind", ""), port)
+        ports[str(port)] = None if free else why
+    return {
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "executable": sys.executable,
+        "hostname": socket.gethostname(),
+        "packages": {name: (_version(name) if _importable(name) else None)
+                     for name in ("dask", "distributed", "xgboost")},
+        "ports": ports,
+        "alive": alive,
+    }
+
+
+def _alive(procs):
+    markers = _markers()
+    out = {}
+    for proc in procs:
+        pids = [pid for pid, value in markers.items() if value == proc["dir"]]
+        out[proc["name"]] = {"alive": proc.get("pid") in pids, "pids": sorted(pids)}
+    return out
+
+
+def op_start(req):
+    started = {}
+    for proc in req["procs"]:
+        try:
+            os.makedirs(proc["dir"], exist_ok=True)
+            log = open(os.path.join(proc["dir"], "log"), "ab")
+            log.write(("--- clusterctl: starting %s at %s ---\n"
+                       % (proc["name"], time.strftime("%Y-%m-%d %H:%M:%S"))).encode())
+            log.flush()
+            env = dict(os.environ)
+            env.update(proc.get("env", {}))
+            env[MARKER] = proc["dir"]
+            child = subprocess.Popen(proc["argv"], cwd=proc["dir"], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+            started[proc["name"]] = {"pid": child.pid}
+        except OSError as exc:
+            started[proc["name"]] = {"error": "%s: %s" % (exc.strerror or exc, exc.filename or proc["dir"])}
+    return {"started": started}
+
+
+def _signal(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def op_stop(req):
+    """SIGTERM the leaders, SIGKILL whatever carries a marker after the grace period, verify."""
+    dirs = {proc["dir"]: proc["name"] for proc in req.get("procs", [])}
+    prefix = req.get("prefix")
+
+    def ours():
+        return {pid: value for pid, value in _markers().items()
+                if value in dirs or (prefix and value.startswith(prefix))}
+
+    targets = ours()
+    leaders = [pid for pid, value in targets.items()
+               if pid in {p.get("pid") for p in req.get("procs", [])}] or list(targets)
+    _signal(leaders, signal.SIGTERM)
+    deadline = time.time() + req.get("grace", 10)
+    while ours() and time.time() < deadline:
+        time.sleep(0.05)
+    killed = ours()
+    if killed:
+        _signal(list(killed), signal.SIGKILL)
+        deadline = time.time() + 5
+        while ours() and time.time() < deadline:
+            time.sleep(0.05)
+    left = ours()
+    return {
+        "stopped": sorted({value for value in targets.values()}),
+        "killed": sorted({value for value in killed.values()}),
+        "left": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]} for pid, value in left.items()],
+    }
+
+
+def op_scan(req):
+    prefix = req["prefix"]
+    return {"procs": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]}
+                      for pid, value in sorted(_markers().items()) if value.startswith(prefix)]}
+
+
+def _tail(path, n):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 200 * n - 4096))
+            data = f.read()
+    except OSError as exc:
+        return "(no log: %s)" % (exc.strerror or exc)
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-n:])
+
+
+def op_tail(req):
+    return {"tails": {path: _tail(path, req.get("lines", 20)) for path in req["files"]}}
+
+
+def op_http(req):
+    """GET or POST a URL of the scheduler from its own host (its dashboard may bind loopback)."""
+    data = json.dumps(req["body"]).encode() if "body" in req else None
+    request = urllib.request.Request(req["url"], data=data, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=req.get("timeout_s", 5)) as resp:
+            return {"ok": True, "body": json.loads(resp.read().decode() or "null")}
+    except urllib.error.HTTPError as exc:
+        return {"ok": False, "error": "HTTP %d %s" % (exc.code, exc.reason)}
+    except (OSError, ValueError) as exc:
+        return {"ok": False, "error": str(getattr(exc, "reason", exc))}
+
+
+OPS = {"probe": op_probe, "start": op_start, "stop": op_stop, "scan": op_scan, "tail": op_tail,
+       "http": op_http}
+
+
+def main(argv):
+    req = json.loads(argv[1])
+    result = OPS[req["op"]](req)
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__" or __name__ == "__clusterctl_agent__":
+    main(sys.argv)

@@ -1,0 +1,181 @@
+"""The one place that prints: tables and progress for people, one JSON object for programs."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console as RichConsole
+from rich.table import Table
+
+from clusterctl.errors import ClusterctlError
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _yes(value: Any) -> str:
+    return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}.get(value, str(value))
+
+
+class Console:
+    def __init__(self, json_output: bool = False):
+        self.json = json_output
+        self.out = RichConsole(highlight=False, soft_wrap=True)
+        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+
+    # -- generic -------------------------------------------------------------------------------
+    def emit(self, obj: Any) -> None:
+        """The whole machine-readable answer of a command: one JSON object on stdout."""
+        if dataclasses.is_dataclass(obj):
+            obj = dataclasses.asdict(obj)
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+
+    def error(self, exc: ClusterctlError, extra: dict | None = None) -> None:
+        if self.json:
+            self.emit({"error": exc.message, "details": exc.details, "exit_code": exc.exit_code,
+                       **(extra or {})})
+            return
+        self.err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+        for line in exc.details:
+            self.err.print(f"  {line}", markup=False)
+
+    def warn(self, text: str) -> None:
+        if not self.json:
+            self.err.print(f"[yellow]warning:[/] {text}")
+
+    def line(self, text: str) -> None:
+        if not self.json:
+            self.out.print(text, markup=False)
+
+    @contextlib.contextmanager
+    def progress(self, initial: str) -> Iterator[Any]:
+        """A spinner on stderr; yields a callback that the core calls with events."""
+        if self.json or not self.err.is_terminal:
+            yield self._plain_progress
+            return
+        with self.err.status(initial) as status:
+            def update(event: str, **info: Any) -> None:
+                status.update(self._describe(event, info))
+            yield update
+
+    def _plain_progress(self, event: str, **info: Any) -> None:
+        if not self.json and event != "wait":
+            self.err.print(self._describe(event, info), markup=False)
+
+    @staticmethod
+    def _describe(event: str, info: dict) -> str:
+        if event == "connect":
+            return f"connecting to {info['hosts']} host(s)"
+        if event == "preflight":
+            return "checking hosts (python, dask, distributed, ports)"
+        if event == "stop":
+            return f"stopping {len(info['names'])} process(es): {', '.join(info['names'])}"
+        if event == "start":
+            return f"starting {len(info['names'])} process(es)"
+        if event == "wait":
+            sched = "up" if info["scheduler"] else "starting"
+            return f"scheduler {sched}; workers registered {info['registered']}/{info['expected']}"
+        return event
+
+    # -- up ------------------------------------------------------------------------------------
+    def host_report(self, rows: list, client: dict) -> None:
+        table = Table(title="hosts", title_justify="left")
+        for col in ("host", "roles", "status", "python", "dask", "distributed", "xgboost", "message"):
+            table.add_column(col, overflow="fold")
+        table.add_row("(client)", "", "", *(str(client.get(k) or "-") for k in
+                                            ("python", "dask", "distributed", "xgboost")), "")
+        colour = {"ok": "green", "unreachable": "yellow", "failed": "red"}
+        for r in rows:
+            table.add_row(r.host, ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
+                          *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")),
+                          r.message)
+        self.out.print(table)
+
+    def up_result(self, result: Any) -> None:
+        if self.json:
+            self.emit(result)
+            return
+        if result.problems:
+            self.host_report(result.rows, result.client_versions)
+            for problem in result.problems:
+                self.err.print(f"[red]-[/] {problem}", markup=True)
+            for name, tail in result.not_registered.items():
+                self.err.print(f"[bold]--- {name}: last log lines ---[/]")
+                self.err.print(tail, markup=False)
+        if not result.started and not result.stopped and not result.problems:
+            self.out.print(f"cluster [bold]{result.cluster}[/] is up and healthy; nothing to start"
+                           f" ({len(result.kept)} processes running)")
+        else:
+            parts = [f"started {len(result.started)}"] + ([f"stopped {len(result.stopped)}"] if result.stopped
+                                                          else []) + [f"kept {len(result.kept)}"]
+            self.out.print(f"cluster [bold]{result.cluster}[/]: " + ", ".join(parts))
+        self.out.print(f"scheduler  {result.scheduler_address}", markup=False)
+        self.out.print(f"dashboard  {result.dashboard_url}", markup=False)
+        self.out.print("next: clusterctl status | clusterctl logs HOST | clusterctl down", markup=False)
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self, report: dict) -> None:
+        if self.json:
+            self.emit(report)
+            return
+        s = report["scheduler"]
+        self.out.print(f"cluster [bold]{report['cluster']}[/]  scheduler {s['address']}  "
+                       f"alive {_yes(s['alive'])}  dashboard {s['dashboard']}")
+        table = Table(title_justify="left")
+        for col in ("name", "host", "pid", "alive", "registered", "threads", "memory", "limit"):
+            table.add_column(col)
+        table.add_row(f"{s['host']}-scheduler" if s["host"] else "scheduler", str(s["host"]), str(s["pid"]),
+                      _yes(s["alive"]), "-", "-", "-", "-")
+        for w in report["workers"]:
+            table.add_row(w["name"], w["host"], str(w["pid"]), _yes(w["alive"]), _yes(w["registered"]),
+                          str(w["nthreads"] or "-"), _size(w["memory"]), _size(w["memory_limit"]))
+        self.out.print(table)
+        for host, why in report["unreachable"].items():
+            self.err.print(f"[yellow]{host}[/]: {why}")
+        if report["healthy"]:
+            self.out.print("[green]healthy[/]")
+        else:
+            self.out.print("[red]not healthy[/]: run 'clusterctl up INVENTORY' to restart what is missing,"
+                           " 'clusterctl logs HOST' to see why")
+
+    # -- down ----------------------------------------------------------------------------------
+    def down_result(self, result: Any) -> None:
+        if self.json:
+            self.emit(result)
+            return
+        if result.nothing:
+            self.out.print(f"cluster [bold]{result.cluster}[/] is not up; nothing to stop")
+            return
+        for host, why in result.unreachable.items():
+            self.err.print(f"[yellow]{host}[/]: not verified: {why}")
+        for host, procs in result.left.items():
+            for p in procs:
+                self.err.print(f"[red]{host}[/]: still running pid {p['pid']}: {p['cmd']}", markup=True)
+        if result.forgotten:
+            self.out.print(f"cluster [bold]{result.cluster}[/] is down: stopped {len(result.stopped)}"
+                           " process(es), every host verified clean")
+        else:
+            self.out.print(f"cluster [bold]{result.cluster}[/] is NOT fully down; its state is kept. Fix the"
+                           " hosts above, then run 'clusterctl down' again (or 'down --force').")
+
+    # -- logs ----------------------------------------------------------------------------------
+    def log_block(self, name: str, text: str) -> None:
+        for line in text.splitlines():
+            self.log_line(name, line)
+
+    def log_line(self, name: str, line: str) -> None:
+        sys.stdout.write(f"[{name}] {line}\n")
+        sys.stdout.flush()

@@ -1,0 +1,127 @@
+"""Probes with deadlines: versions and free ports, which processes run, what the scheduler sees."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from clusterctl import remote
+from clusterctl.errors import ClusterctlError
+from clusterctl.inventory import Host
+from clusterctl.transport import Pool
+
+PACKAGES = ("dask", "distributed", "xgboost")
+PROBE_TIMEOUT = 20.0
+HTTP_TIMEOUT = 5.0
+
+
+def client_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass
+class Probe:
+    """One host as seen through one interpreter."""
+
+    host: Host
+    python: str
+    versions: dict[str, str | None] = field(default_factory=dict)
+    ports: dict[str, str | None] = field(default_factory=dict)  # port -> None if free, else who holds it
+    alive: dict[str, dict] = field(default_factory=dict)  # process name -> {"alive", "pids"}
+    error: ClusterctlError | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return not (self.error is not None and getattr(self.error, "unreachable", False))
+
+
+async def probe(pool: Pool, host: Host, python: str, *, check: list[dict] = (),
+                ports: list[int] = (), timeout: float = PROBE_TIMEOUT) -> Probe:
+    result = Probe(host=host, python=python)
+    transport = pool.get(host)
+    if transport is None:
+        result.error = pool.failure(host)
+        return result
+    try:
+        raw = await remote.call(transport, python, "probe", timeout=timeout, check=list(check),
+                                ports=list(ports), bind=host.address)
+    except ClusterctlError as exc:
+        result.error = exc
+        return result
+    result.versions = {"python": raw["python"], **raw["packages"]}
+    result.ports = raw["ports"]
+    result.alive = raw["alive"]
+    return result
+
+
+def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list[str]:
+    """Differences that break a Dask cluster: python, dask, distributed anywhere; xgboost where present."""
+    problems = []
+    for p in probes:
+        if p.error is not None:
+            continue
+        for name in ("dask", "distributed"):
+            if p.versions.get(name) is None:
+                problems.append(f"[{p.host.id}] {name} is not installed for {p.python}: install it, or set"
+                                " 'python:' to an interpreter that has it")
+        for name in ("python", "dask", "distributed", "xgboost"):
+            mine, theirs = client.get(name), p.versions.get(name)
+            if name == "xgboost" and (mine is None or theirs is None):
+                continue
+            if theirs is not None and mine is not None and mine != theirs:
+                problems.append(f"[{p.host.id}] {name} {theirs} differs from the client's {mine}")
+    return problems
+
+
+async def scheduler_identity(pool: Pool, host: Host, python: str, http_url: str,
+                             timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
+    """The scheduler's own view (workers, threads, memory), fetched on its host. (None, why) if down."""
+    transport = pool.get(host)
+    if transport is None:
+        failure = pool.failure(host)
+        return None, failure.message if failure else "not connected"
+    try:
+        answer = await remote.call(transport, python, "http", timeout=timeout + 5,
+                                   url=f"{http_url}/json/identity.json", timeout_s=timeout)
+    except ClusterctlError as exc:
+        return None, exc.message
+    if not answer["ok"]:
+        return None, answer["error"]
+    return answer["body"], ""
+
+
+def registered(identity: dict | None) -> dict[str, dict[str, Any]]:
+    """Worker name -> the scheduler's record of it (address added)."""
+    if not identity:
+        return {}
+    return {str(w.get("name")): {**w, "address": addr} for addr, w in identity.get("workers", {}).items()}
+
+
+async def retire(pool: Pool, host: Host, python: str, http_url: str, addresses: list[str],
+                 timeout: float = 10.0) -> str:
+    """Ask the scheduler to retire workers (it moves their data away first). '' or why it failed."""
+    if not addresses:
+        return ""
+    transport = pool.get(host)
+    if transport is None:
+        return "scheduler host not connected"
+    try:
+        answer = await remote.call(transport, python, "http", timeout=timeout + 5,
+                                   url=f"{http_url}/api/v1/retire_workers",
+                                   body={"workers": addresses}, timeout_s=timeout)
+    except ClusterctlError as exc:
+        return exc.message
+    return "" if answer["ok"] else answer["error"]
+
+
+async def gather_probes(pool: Pool, targets: list[tuple[Host, str, list[dict], list[int]]]) -> list[Probe]:
+    return list(await asyncio.gather(*(probe(pool, h, py, check=c, ports=p) for h, py, c, p in targets)))

@@ -1,0 +1,309 @@
+"""The host inventory: YAML in, a frozen and validated ``Inventory`` out.
+
+Validation happens in two passes so that every problem is reported at once, each with its line:
+the raw shape (pydantic, strict, unknown keys refused), then the rules that need the whole file
+(defaults merged into hosts, duplicate hosts, unreadable identity files, clashing ports).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clusterctl.errors import InventoryError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Positive = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kKMGTP]i?B|B)?)$")
+DEFAULT_WORKDIR = "/tmp/clusterctl"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _HostSettings(_Strict):
+    user: str | None = None
+    ssh_port: Port | None = None
+    identity_file: str | None = None
+    python: str | None = None
+    workdir: str | None = None
+    connection: Literal["ssh", "local"] | None = None
+    connect_timeout: Union[Seconds, Annotated[int, Field(gt=0, le=3600)]] | None = None
+
+
+class _WorkerSettings(_Strict):
+    nworkers: Positive | None = None
+    nthreads: Positive | None = None
+    memory_limit: str | Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] | None = None
+    nanny: bool | None = None
+
+
+class _Defaults(_HostSettings, _WorkerSettings):
+    port: Port | None = None  # the SSH port, as in ~/.ssh/config
+
+
+class _SchedulerEntry(_HostSettings):
+    host: str
+    port: Port = 8786
+    dashboard_port: Port = 8787
+
+
+class _WorkerEntry(_HostSettings, _WorkerSettings):
+    host: str
+    port: Port | None = None  # the SSH port of this worker host
+
+
+class _InventoryFile(_Strict):
+    name: str | None = None
+    defaults: _Defaults = Field(default_factory=_Defaults)
+    scheduler: _SchedulerEntry
+    workers: list[_WorkerEntry] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine as clusterctl reaches it."""
+
+    address: str
+    connection: str = "ssh"
+    ssh_port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    @property
+    def id(self) -> str:
+        """Names this host in directories, worker names and reports."""
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", self.address)
+        return base if self.ssh_port in (None, 22) else f"{base}_{self.ssh_port}"
+
+    @property
+    def key(self) -> tuple:
+        """Hosts with the same key share one connection."""
+        return (self.connection, self.user, self.address, self.ssh_port, self.identity_file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    host: Host
+    python: str
+    workdir: str
+    port: int
+    dashboard_port: int
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    host: Host
+    python: str
+    workdir: str
+    nworkers: int
+    nthreads: int | None
+    memory_limit: str
+    nanny: bool
+
+
+@dataclass(frozen=True)
+class Inventory:
+    name: str
+    path: str
+    scheduler: SchedulerSpec
+    workers: tuple[WorkerGroup, ...]
+
+    def hosts(self) -> list[Host]:
+        """Every distinct host, scheduler first."""
+        seen: dict[tuple, Host] = {}
+        for host in [self.scheduler.host, *(w.host for w in self.workers)]:
+            seen.setdefault(host.key, host)
+        return list(seen.values())
+
+
+# -- YAML with line numbers ----------------------------------------------------------------
+
+
+def _line_map(node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: list[tuple]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                problems.append((key_node.start_mark.line + 1, ".".join(map(str, loc + (key,))),
+                                 "this key appears twice; keep one"))
+            seen.add(key)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            _line_map(value_node, loc + (key,), lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, loc + (i,), lines, problems)
+
+
+def _field_name(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _pydantic_message(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key; check the spelling (see README, 'Inventory')"
+    if kind == "missing":
+        return "required but missing"
+    if "input" in err and kind not in ("literal_error",):
+        value = err["input"]
+        if not isinstance(value, (dict, list)):
+            return f"{msg} (got {value!r})"
+    return msg
+
+
+def _keep_most_specific(errors: list[dict]) -> list[dict]:
+    """A union field fails once per branch; keep one message per location."""
+    by_loc: dict[tuple, dict] = {}
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not _is_branch_tag(p))
+        by_loc.setdefault(loc, {**err, "loc": loc})
+    return list(by_loc.values())
+
+
+def _is_branch_tag(part: str) -> bool:
+    # pydantic names union branches in the location, e.g. "str", "int", "constrained-int"
+    return part in {"str", "int", "float", "bool", "none"} or part.startswith(("constrained-", "function-"))
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike) -> Inventory:
+    """Read and validate an inventory file; raise ``InventoryError`` listing every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise InventoryError(f"cannot read inventory {file}: {exc.strerror or exc}") from None
+    return parse(text, file)
+
+
+def parse(text: str, file: Path) -> Inventory:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InventoryError(f"{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise InventoryError(f"{file}:1: the inventory must be a mapping with 'scheduler' and 'workers'"
+                             " (see README, 'Inventory')")
+    lines: dict[tuple, int] = {}
+    problems: list[tuple] = []
+    _line_map(node, (), lines, problems)
+    try:
+        raw = _InventoryFile.model_validate(data)
+    except ValidationError as exc:
+        for err in _keep_most_specific(exc.errors()):
+            problems.append((_line_of(lines, err["loc"]), _field_name(err["loc"]), _pydantic_message(err)))
+        raw = None
+    inventory = None
+    if raw is not None:
+        inventory = _resolve(raw, file, lines, problems)
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]
+        n = len(details)
+        raise InventoryError(f"{file}: {n} problem{'s' if n > 1 else ''}; nothing was started", details=details)
+    assert inventory is not None
+    return inventory
+
+
+def _resolve(raw: _InventoryFile, file: Path, lines: dict, problems: list) -> Inventory | None:
+    name = raw.name if raw.name is not None else file.stem
+    if not NAME_RE.match(name):
+        problems.append((_line_of(lines, ("name",)), "name",
+                         f"{name!r} is not a usable cluster name (letters, digits, '_', '.', '-')"))
+    defaults = raw.defaults.model_dump(exclude_none=True)
+    if "port" in defaults:
+        defaults.setdefault("ssh_port", defaults.pop("port"))
+
+    def setting(entry: BaseModel, loc: tuple, field: str, fallback: Any = None) -> tuple[Any, tuple]:
+        value = getattr(entry, field, None)
+        if value is not None:
+            return value, loc + (field,)
+        if field in defaults:
+            return defaults[field], ("defaults", field if field in raw.defaults.model_fields_set
+                                     else "port")
+        return fallback, loc
+
+    def host_of(entry: BaseModel, loc: tuple, ssh_port: int | None) -> Host:
+        connection, _ = setting(entry, loc, "connection", "ssh")
+        identity, identity_loc = setting(entry, loc, "identity_file")
+        if identity is not None:
+            identity = os.path.expanduser(identity)
+            if connection == "ssh" and not os.access(identity, os.R_OK):
+                problems.append((_line_of(lines, identity_loc), _field_name(identity_loc),
+                                 f"identity file {identity} is missing or unreadable"))
+        timeout, _ = setting(entry, loc, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        user, _ = setting(entry, loc, "user")
+        return Host(address=entry.host, connection=connection, ssh_port=ssh_port, user=user,
+                    identity_file=identity, connect_timeout=float(timeout))
+
+    def python_of(entry: BaseModel, loc: tuple, host: Host) -> str:
+        python, _ = setting(entry, loc, "python")
+        return python or (sys.executable if host.connection == "local" else "python3")
+
+    s = raw.scheduler
+    s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])
+    if s.port == s.dashboard_port:
+        problems.append((_line_of(lines, ("scheduler", "dashboard_port")), "scheduler.dashboard_port",
+                         f"same as scheduler.port ({s.port}); give the dashboard its own port"))
+    scheduler = SchedulerSpec(host=s_host, python=python_of(s, ("scheduler",), s_host),
+                              workdir=setting(s, ("scheduler",), "workdir", DEFAULT_WORKDIR)[0],
+                              port=s.port, dashboard_port=s.dashboard_port)
+
+    groups: list[WorkerGroup] = []
+    seen: dict[tuple, int] = {}
+    for i, w in enumerate(raw.workers):
+        loc = ("workers", i)
+        if w.port is not None and w.ssh_port is not None and w.port != w.ssh_port:
+            problems.append((_line_of(lines, loc + ("ssh_port",)), _field_name(loc + ("ssh_port",)),
+                             f"differs from port ({w.port}); both name the SSH port, keep one"))
+        ssh_port = w.port if w.port is not None else setting(w, loc, "ssh_port")[0]
+        host = host_of(w, loc, ssh_port)
+        pair = (host.address, ssh_port or 22)
+        if pair in seen:
+            problems.append((_line_of(lines, loc + ("host",)), _field_name(loc + ("host",)),
+                             f"host {pair[0]} port {pair[1]} is already listed as workers[{seen[pair]}];"
+                             " use 'nworkers: N' for several workers on one host"))
+        seen.setdefault(pair, i)
+        memory, memory_loc = setting(w, loc, "memory_limit", "auto")
+        if isinstance(memory, str) and not MEMORY_RE.match(memory.strip()):
+            problems.append((_line_of(lines, memory_loc), _field_name(memory_loc),
+                             f"{memory!r} is not a memory size; use auto, bytes, '4GiB' or a fraction like 0.5"))
+        groups.append(WorkerGroup(
+            host=host, python=python_of(w, loc, host),
+            workdir=setting(w, loc, "workdir", DEFAULT_WORKDIR)[0],
+            nworkers=setting(w, loc, "nworkers", 1)[0], nthreads=setting(w, loc, "nthreads")[0],
+            memory_limit=str(memory), nanny=setting(w, loc, "nanny", True)[0]))
+    return Inventory(name=name, path=str(file.resolve()), scheduler=scheduler, workers=tuple(groups))

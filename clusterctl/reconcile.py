@@ -1,0 +1,371 @@
+"""``up``: move what runs toward what the inventory asks for, and record it.
+
+Desired processes come from ``spec.build``; recorded ones from the state file; which of those still
+run comes from one probe per host. ``plan`` (pure) decides; ``up`` carries it out on every host at
+once and waits until the scheduler sees every worker. Run it twice and the second run starts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from clusterctl import health, remote, spec as specs, state as states
+from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError
+from clusterctl.inventory import Host, Inventory
+from clusterctl.spec import ClusterSpec, ProcessSpec
+from clusterctl.state import ClusterState, ProcessRecord
+from clusterctl.transport import Pool
+
+Progress = Callable[..., None]
+POLL = 0.25
+
+
+@dataclass
+class Plan:
+    keep: list[ProcessSpec] = field(default_factory=list)
+    start: list[ProcessSpec] = field(default_factory=list)
+    stop: list[ProcessRecord] = field(default_factory=list)  # running but no longer wanted as they are
+    drop: list[ProcessRecord] = field(default_factory=list)  # recorded but gone: forget them
+    unknown: list[ProcessRecord] = field(default_factory=list)  # on hosts that cannot be reached
+
+    @property
+    def empty(self) -> bool:
+        return not (self.start or self.stop or self.drop)
+
+
+def plan(desired: Sequence[ProcessSpec], recorded: Sequence[ProcessRecord], alive: Mapping[str, bool],
+         unreachable: set[str] = frozenset()) -> Plan:
+    """Pure decision: what to keep, start, stop and forget. Hosts in ``unreachable`` are left alone."""
+    result = Plan()
+    records = {r.name: r for r in recorded}
+    for want in desired:
+        record = records.get(want.name)
+        if want.host.id in unreachable:
+            if record is not None:
+                result.unknown.append(record)
+            continue
+        if record is not None and alive.get(record.name) and record.argv == list(want.argv):
+            result.keep.append(want)
+            continue
+        if record is not None:
+            (result.stop if alive.get(record.name) else result.drop).append(record)
+        result.start.append(want)
+    wanted = {w.name for w in desired}
+    for record in recorded:
+        if record.name in wanted:
+            continue
+        if record.host in unreachable:
+            result.unknown.append(record)
+        else:
+            (result.stop if alive.get(record.name) else result.drop).append(record)
+    return result
+
+
+@dataclass
+class HostRow:
+    host: str
+    roles: list[str]
+    status: str  # ok | unreachable | failed
+    message: str = ""
+    versions: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class UpResult:
+    cluster: str
+    scheduler_address: str
+    dashboard_url: str
+    rows: list[HostRow]
+    client_versions: dict[str, str | None]
+    started: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    not_registered: dict[str, str] = field(default_factory=dict)  # worker -> tail of its log
+    problems: list[str] = field(default_factory=list)
+    exit_code: int = OK
+
+
+class PreflightFailed(ClusterctlError):
+    """Nothing was started; ``result`` holds the per-host report."""
+
+    exit_code = PARTIAL
+
+    def __init__(self, message: str, result: UpResult):
+        super().__init__(message, details=result.problems)
+        self.result = result
+
+
+def _record(p: ProcessSpec, pid: int) -> ProcessRecord:
+    return ProcessRecord(name=p.name, role=p.role, host=p.host.id, python=p.python, dir=p.dir, pid=pid,
+                         argv=list(p.argv), started_at=time.time())
+
+
+def _by_host(items, host_of) -> dict:
+    grouped: dict = {}
+    for item in items:
+        grouped.setdefault(host_of(item), []).append(item)
+    return grouped
+
+
+async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[ProcessRecord],
+                       grace: float = 10.0) -> dict[str, list[dict]]:
+    """Stop recorded processes, all hosts at once; host id -> processes still running after SIGKILL."""
+    async def one(host_id: str, recs: list[ProcessRecord]) -> tuple[str, list[dict]]:
+        transport = pool.get(cluster.host(host_id))
+        if transport is None:
+            return host_id, [{"pid": r.pid, "dir": r.dir, "cmd": "host unreachable"} for r in recs]
+        answer = await remote.call(transport, recs[0].python, "stop", timeout=grace + 20, grace=grace,
+                                   procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs])
+        return host_id, answer["left"]
+
+    grouped = _by_host(records, lambda r: r.host)
+    results = await asyncio.gather(*(one(h, recs) for h, recs in grouped.items()))
+    return {h: left for h, left in results if left}
+
+
+async def _start(pool: Pool, procs: Sequence[ProcessSpec]) -> tuple[dict[str, int], dict[str, str]]:
+    """Start processes, one agent call per host, all hosts at once. (name -> pid, name -> error)."""
+    async def one(host: Host, group: list[ProcessSpec]) -> dict:
+        transport = pool.get(host)
+        assert transport is not None
+        payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env)} for p in group]
+        try:
+            return (await remote.call(transport, group[0].python, "start", procs=payload))["started"]
+        except ClusterctlError as exc:
+            return {p.name: {"error": exc.message} for p in group}
+
+    grouped = _by_host(procs, lambda p: (p.host, p.python))
+    answers = await asyncio.gather(*(one(h, g) for (h, _py), g in grouped.items()))
+    pids, errors = {}, {}
+    for answer in answers:
+        for name, info in answer.items():
+            if "pid" in info and "error" not in info:
+                pids[name] = info["pid"]
+            else:
+                errors[name] = info.get("error", "did not start")
+    return pids, errors
+
+
+async def tail_logs(pool: Pool, procs: Sequence[ProcessSpec | ProcessRecord], host_of: Callable,
+                    lines: int = 15) -> dict[str, str]:
+    async def one(p) -> tuple[str, str]:
+        transport = pool.get(host_of(p))
+        if transport is None:
+            return p.name, "(host unreachable)"
+        try:
+            answer = await remote.call(transport, p.python, "tail", timeout=15,
+                                       files=[f"{p.dir}/log"], lines=lines)
+        except ClusterctlError as exc:
+            return p.name, f"(could not read the log: {exc.message})"
+        return p.name, next(iter(answer["tails"].values()))
+
+    return dict(await asyncio.gather(*(one(p) for p in procs)))
+
+
+def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | None,
+               client: dict) -> ClusterState:
+    hosts = dict(previous.hosts) if previous else {}
+    roots = dict(previous.roots) if previous else {}
+    pythons = dict(previous.pythons) if previous else {}
+    for p in cluster.processes:
+        hosts[p.host.id] = p.host.to_dict()
+        roots[p.host.id] = p.dir.rsplit("/", 1)[0] + "/"
+        pythons[p.host.id] = p.python
+    return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
+                        dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
+                        hosts=hosts, processes=list(previous.processes) if previous else [],
+                        pythons=pythons, versions=client)
+
+
+async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None = None) -> UpResult:
+    """Bring the cluster to what ``inv`` describes. Raises ``PreflightFailed`` before starting anything
+    when a reachable host is misconfigured; returns a result whose ``exit_code`` is 3 when some hosts
+    failed and 1 when the scheduler could not be started (and everything started was stopped)."""
+    say = progress or (lambda *a, **k: None)
+    cluster = specs.build(inv)
+    client = health.client_versions()
+    with states.locked(inv.name):
+        previous = states.load(inv.name)
+        current = _new_state(inv, cluster, previous, client)
+        recorded = current.processes
+        async with Pool(states.home() / "known_hosts") as pool:
+            hosts = {h.key: h for h in inv.hosts()}
+            for r in recorded:
+                hosts.setdefault(current.host(r.host).key, current.host(r.host))
+            say("connect", hosts=len(hosts))
+            await pool.open(list(hosts.values()))
+            say("preflight")
+            result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
+            the_plan = plan(cluster.processes, recorded, alive, unreachable)
+            if the_plan.empty and not unreachable:
+                identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host,
+                                                              cluster.scheduler.python, cluster.http_url)
+                if set(health.registered(identity)) >= {w.name for w in cluster.workers}:
+                    result.kept = [p.name for p in the_plan.keep]
+                    current.processes = recorded
+                    states.save(current)
+                    return result
+            return await _apply(pool, cluster, current, the_plan, result, unreachable, timeout, say)
+
+
+async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: ClusterState,
+                     client: dict) -> tuple[UpResult, dict[str, bool], set[str]]:
+    recorded_by_host = _by_host(current.processes, lambda r: r.host)
+    targets: dict[tuple, tuple[Host, str, list[dict], list[int]]] = {}
+    roles: dict[str, set[str]] = {}
+    for p in cluster.processes:
+        key = (p.host.key, p.python)
+        host, py, check, ports = targets.setdefault(key, (p.host, p.python, [], []))
+        ports.extend(p.ports)
+        roles.setdefault(p.host.id, set()).add(p.role)
+    for host_id, recs in recorded_by_host.items():
+        host = current.host(host_id)
+        key = next((k for k in targets if k[0] == host.key), (host.key, recs[0].python))
+        targets.setdefault(key, (host, recs[0].python, [], []))[2].extend(
+            {"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs)
+        roles.setdefault(host_id, set()).add("recorded")
+    probes = await health.gather_probes(pool, list(targets.values()))
+
+    alive = {name: info["alive"] for p in probes for name, info in p.alive.items()}
+    scheduler_alive = alive.get(cluster.scheduler.name, False)
+    rows: dict[str, HostRow] = {}
+    problems: list[str] = []
+    unreachable: set[str] = set()
+    for p in probes:
+        row = rows.setdefault(p.host.id, HostRow(p.host.id, sorted(roles.get(p.host.id, ())), "ok",
+                                                 versions=p.versions))
+        if p.error is not None:
+            row.status = "unreachable" if not p.reachable else "failed"
+            row.message = p.error.message
+            if p.reachable:
+                problems.append(p.error.message)
+            else:
+                unreachable.add(p.host.id)
+            continue
+        busy = {port: who for port, who in p.ports.items() if who}
+        if busy and not scheduler_alive:
+            for port, who in busy.items():
+                msg = (f"[{p.host.id}] port {port} is already in use ({who}): stop that process or choose"
+                       " another port in the inventory")
+                problems.append(msg)
+                row.status, row.message = "failed", msg
+    mismatch = health.version_problems([p for p in probes if p.error is None], client)
+    for msg in mismatch:
+        host_id = msg[1:msg.index("]")]
+        rows[host_id].status, rows[host_id].message = "failed", msg
+    problems += mismatch
+    result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
+                      dashboard_url=cluster.dashboard_url, rows=list(rows.values()),
+                      client_versions=client, problems=problems)
+    if cluster.scheduler.host.id in unreachable:
+        result.problems.append(f"[{cluster.scheduler.host.id}] the scheduler host cannot be reached")
+        raise PreflightFailed("the scheduler host cannot be reached; nothing was started", result)
+    if problems:
+        raise PreflightFailed(f"preflight failed on {len({m[1:m.index(']')] for m in problems})} host(s);"
+                              " nothing was started", result)
+    if unreachable:
+        result.problems += [rows[h].message for h in sorted(unreachable)]
+        result.exit_code = PARTIAL
+    return result, alive, unreachable
+
+
+async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_plan: Plan,
+                 result: UpResult, unreachable: set[str], timeout: float, say: Progress) -> UpResult:
+    started: dict[str, int] = {}
+    gone = {r.name for r in the_plan.stop + the_plan.drop}
+    try:
+        if the_plan.stop:
+            say("stop", names=[r.name for r in the_plan.stop])
+            await _retire(pool, cluster, [r for r in the_plan.stop if r.role == "worker"])
+            await stop_records(pool, current, the_plan.stop)
+            result.stopped = [r.name for r in the_plan.stop]
+        current.processes = [r for r in current.processes if r.name not in gone]
+        states.save(current)
+        say("start", names=[p.name for p in the_plan.start])
+        started, errors = await _start(pool, the_plan.start)
+        current.processes += [_record(p, started[p.name]) for p in the_plan.start if p.name in started]
+        states.save(current)
+        result.started = sorted(started)
+        result.kept = [p.name for p in the_plan.keep]
+        for name, error in errors.items():
+            result.problems.append(f"[{name}] did not start: {error}")
+        if cluster.scheduler.name in errors:
+            raise ClusterctlError(f"the scheduler did not start: {errors[cluster.scheduler.name]}")
+        await _wait(pool, cluster, current, result, unreachable | set(errors), started, timeout, say)
+    except BaseException:
+        if started:  # Ctrl-C or a scheduler that never came up: take back what this run started
+            await asyncio.shield(_rollback(pool, current, set(started)))
+        raise
+    if result.problems:
+        result.exit_code = PARTIAL
+    return result
+
+
+async def _rollback(pool: Pool, current: ClusterState, names: set[str]) -> None:
+    records = [r for r in current.processes if r.name in names]
+    await stop_records(pool, current, records, grace=5)
+    current.processes = [r for r in current.processes if r.name not in names]
+    states.save(current)
+
+
+async def _retire(pool: Pool, cluster: ClusterSpec, records: list[ProcessRecord]) -> None:
+    if not records:
+        return
+    s = cluster.scheduler
+    identity, _ = await health.scheduler_identity(pool, s.host, s.python, cluster.http_url)
+    known = health.registered(identity)
+    addresses = [known[r.name]["address"] for r in records if r.name in known]
+    await health.retire(pool, s.host, s.python, cluster.http_url, addresses)
+
+
+async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result: UpResult,
+                skip: set[str], started: dict[str, int], timeout: float, say: Progress) -> None:
+    """Until the scheduler sees every expected worker; a process that died stops the wait for it."""
+    s = cluster.scheduler
+    expected = {w.name for w in cluster.workers if w.host.id not in skip and w.name not in skip}
+    deadline = time.monotonic() + timeout
+    dead: dict[str, ProcessSpec] = {}
+    seen: set[str] = set()
+    scheduler_up = False
+    last_check = 0.0
+    while True:
+        identity, why = await health.scheduler_identity(pool, s.host, s.python, cluster.http_url)
+        scheduler_up = scheduler_up or identity is not None
+        seen = set(health.registered(identity)) & expected
+        say("wait", registered=len(seen), expected=len(expected), scheduler=identity is not None)
+        if seen == expected - set(dead):
+            break
+        if time.monotonic() > deadline:
+            break
+        if time.monotonic() - last_check > 1.0 and started:
+            last_check = time.monotonic()
+            dead.update(await _dead(pool, cluster, current, started))
+            if s.name in dead:
+                break
+        await asyncio.sleep(POLL)
+    if not scheduler_up or s.name in dead:
+        log = (await tail_logs(pool, [s], lambda p: p.host)).get(s.name, "")
+        why = "exited" if s.name in dead else f"did not answer within {timeout:g} s ({why})"
+        raise ClusterctlError(f"the scheduler on {s.host.id} {why}; everything this run started was stopped",
+                              details=log.splitlines())
+    missing = [w for w in cluster.workers if w.name in expected - seen]
+    if missing:
+        result.not_registered = await tail_logs(pool, missing, lambda p: p.host)
+        for w in missing:
+            state = "exited" if w.name in dead else f"not registered after {timeout:g} s"
+            result.problems.append(f"[{w.name}] {state}; its log ends with the lines shown below")
+
+
+async def _dead(pool: Pool, cluster: ClusterSpec, current: ClusterState,
+                started: dict[str, int]) -> dict[str, ProcessSpec]:
+    procs = [p for p in cluster.processes if p.name in started]
+    targets = {}
+    for p in procs:
+        targets.setdefault((p.host.key, p.python), (p.host, p.python, [], []))[2].append(
+            {"name": p.name, "dir": p.dir, "pid": started[p.name]})
+    probes = await health.gather_probes(pool, list(targets.values()))
+    alive = {name: info["alive"] for pr in probes for name, info in pr.alive.items()}
+    return {p.name: p for p in procs if alive.get(p.name) is False}

@@ -1,0 +1,165 @@
+"""What was started, recorded under ``$CLUSTERCTL_HOME``: versioned, written atomically, locked.
+
+Layout::
+
+    $CLUSTERCTL_HOME/current                      name of the cluster brought up last
+    $CLUSTERCTL_HOME/known_hosts                  host keys accepted on first use
+    $CLUSTERCTL_HOME/clusters/<name>/state.json   this module's file
+    $CLUSTERCTL_HOME/clusters/<name>/lock         held by a running up/down
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterctl.errors import StateError
+from clusterctl.inventory import Host
+
+VERSION = 1
+
+
+def home() -> Path:
+    return Path(os.environ.get("CLUSTERCTL_HOME") or Path.home() / ".clusterctl").expanduser()
+
+
+@dataclass
+class ProcessRecord:
+    name: str
+    role: str
+    host: str  # Host.id, a key of ClusterState.hosts
+    python: str
+    dir: str
+    pid: int
+    argv: list[str]
+    started_at: float
+
+
+@dataclass
+class ClusterState:
+    cluster: str
+    inventory: str
+    scheduler_address: str
+    dashboard_url: str
+    http_url: str
+    roots: dict[str, str]  # host id -> the cluster's remote root on that host
+    hosts: dict[str, dict[str, Any]]  # host id -> Host fields, to reconnect without the inventory
+    processes: list[ProcessRecord] = field(default_factory=list)
+    pythons: dict[str, str] = field(default_factory=dict)  # host id -> interpreter for the agent
+    versions: dict[str, Any] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+    def host(self, host_id: str) -> Host:
+        return Host(**self.hosts[host_id])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, **asdict(self)}
+
+
+def cluster_dir(name: str) -> Path:
+    return home() / "clusters" / name
+
+
+def state_path(name: str) -> Path:
+    return cluster_dir(name) / "state.json"
+
+
+def current() -> str | None:
+    try:
+        return (home() / "current").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def resolve_name(name: str | None) -> str:
+    """The cluster a command acts on: ``--cluster`` or the one brought up last."""
+    chosen = name or current()
+    if not chosen:
+        raise StateError("no cluster is up: run 'clusterctl up INVENTORY' first (or pass --cluster NAME)")
+    return chosen
+
+
+def load(name: str) -> ClusterState | None:
+    path = state_path(name)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StateError(_corrupt(path, name, str(exc))) from None
+    if not isinstance(raw, dict) or raw.get("version") != VERSION:
+        raise StateError(_corrupt(path, name, f"unknown state version {raw.get('version') if isinstance(raw, dict) else raw!r}"))
+    try:
+        raw.pop("version")
+        raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
+        return ClusterState(**raw)
+    except (TypeError, KeyError) as exc:
+        raise StateError(_corrupt(path, name, f"missing or unexpected field ({exc})")) from None
+
+
+def _corrupt(path: Path, name: str, why: str) -> str:
+    return (f"state file {path} is unreadable: {why}. To stop whatever runs, use the inventory:"
+            f" clusterctl down --force --inventory INVENTORY.yaml (cluster {name!r}); then remove {path}")
+
+
+def save(state: ClusterState) -> None:
+    """Write atomically: a reader sees the old file or the new one, never half of one."""
+    state.updated_at = time.time()
+    path = state_path(state.cluster)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state.to_json(), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    (home() / "current").write_text(state.cluster + "\n")
+
+
+def forget(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        state_path(name).unlink()
+    if current() == name:
+        with contextlib.suppress(FileNotFoundError):
+            (home() / "current").unlink()
+
+
+@contextlib.contextmanager
+def locked(name: str) -> Iterator[None]:
+    """Hold the cluster's lock; a second up/down for the same cluster is refused, not queued."""
+    path = cluster_dir(name) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise StateError(f"cluster {name!r} is busy: {holder} is running up or down for it;"
+                             " wait for it to finish, then try again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"clusterctl pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,112 @@
+"""``status`` and ``logs``: what runs, what the scheduler sees, and what the processes wrote."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from clusterctl import health, state as states
+from clusterctl.errors import FAILED, OK, PARTIAL, StateError, UsageError
+from clusterctl.reconcile import tail_logs
+from clusterctl.state import ClusterState, ProcessRecord
+from clusterctl.transport import Pool
+
+
+def load_state(name: str | None) -> ClusterState:
+    cluster = states.resolve_name(name)
+    current = states.load(cluster)
+    if current is None:
+        raise StateError(f"cluster {cluster!r} is not up (no state in {states.state_path(cluster)}):"
+                         " run 'clusterctl up INVENTORY' first")
+    return current
+
+
+async def collect(current: ClusterState) -> dict[str, Any]:
+    """One object: the scheduler, every worker process, and an exit code (0 healthy, 1 scheduler down,
+    3 some workers down, unregistered or unreachable)."""
+    async with Pool(states.home() / "known_hosts") as pool:
+        await pool.open([current.host(h) for h in {r.host for r in current.processes}])
+        targets: dict[str, tuple] = {}
+        for r in current.processes:
+            host = current.host(r.host)
+            targets.setdefault(r.host, (host, r.python, [], []))[2].append(
+                {"name": r.name, "dir": r.dir, "pid": r.pid})
+        probes = await health.gather_probes(pool, list(targets.values()))
+        alive: dict[str, bool | None] = {}
+        unreachable = {}
+        for p in probes:
+            if p.error is not None:
+                unreachable[p.host.id] = p.error.message
+            for name, info in p.alive.items():
+                alive[name] = info["alive"]
+        scheduler = next((r for r in current.processes if r.role == "scheduler"), None)
+        identity = None
+        if scheduler is not None and alive.get(scheduler.name):
+            identity, _ = await health.scheduler_identity(pool, current.host(scheduler.host),
+                                                          scheduler.python, current.http_url)
+    seen = health.registered(identity)
+    workers = [_worker_row(r, alive.get(r.name), seen.get(r.name))
+               for r in current.processes if r.role == "worker"]
+    scheduler_alive = bool(scheduler and alive.get(scheduler.name) and identity is not None)
+    healthy = scheduler_alive and all(w["alive"] and w["registered"] for w in workers)
+    return {
+        "cluster": current.cluster,
+        "scheduler": {"address": current.scheduler_address, "dashboard": current.dashboard_url,
+                      "alive": scheduler_alive, "host": scheduler.host if scheduler else None,
+                      "pid": scheduler.pid if scheduler else None,
+                      "workers_registered": len(seen)},
+        "workers": workers,
+        "unreachable": unreachable,
+        "healthy": healthy,
+        "exit_code": OK if healthy else (FAILED if not scheduler_alive else PARTIAL),
+    }
+
+
+def _worker_row(r: ProcessRecord, alive: bool | None, seen: dict | None) -> dict[str, Any]:
+    metrics = (seen or {}).get("metrics", {})
+    return {"host": r.host, "name": r.name, "pid": r.pid, "alive": alive, "registered": seen is not None,
+            "address": (seen or {}).get("address"), "nthreads": (seen or {}).get("nthreads"),
+            "memory_limit": (seen or {}).get("memory_limit"), "memory": metrics.get("memory")}
+
+
+def select(current: ClusterState, host: str | None, role: str | None) -> list[ProcessRecord]:
+    chosen = [r for r in current.processes
+              if (host is None or host in (r.host, current.hosts[r.host]["address"], r.name))
+              and (role is None or r.role == role)]
+    if not chosen:
+        hosts = ", ".join(sorted(current.hosts))
+        raise UsageError(f"no process of cluster {current.cluster!r} matches host={host!r} role={role!r};"
+                         f" its hosts are: {hosts}")
+    return chosen
+
+
+async def tails(current: ClusterState, records: list[ProcessRecord], lines: int) -> dict[str, str]:
+    async with Pool(states.home() / "known_hosts") as pool:
+        await pool.open([current.host(r.host) for r in records])
+        return await tail_logs(pool, records, lambda r: current.host(r.host), lines=lines)
+
+
+async def follow(current: ClusterState, records: list[ProcessRecord], lines: int) -> AsyncIterator[tuple[str, str]]:
+    """(process name, line) from every selected log as it grows, until cancelled."""
+    queue: asyncio.Queue = asyncio.Queue()
+    async with Pool(states.home() / "known_hosts") as pool:
+        await pool.open([current.host(r.host) for r in records])
+
+        async def pump(r: ProcessRecord) -> None:
+            transport = pool.get(current.host(r.host))
+            if transport is None:
+                await queue.put((r.name, f"(host unreachable: {pool.failure(current.host(r.host)).message})"))
+                return
+            async for line in transport.stream(["tail", "-n", str(lines), "-F", f"{r.dir}/log"]):
+                await queue.put((r.name, line))
+
+        tasks = [asyncio.create_task(pump(r)) for r in records]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+

@@ -1,0 +1,105 @@
+"""``down``: retire workers, stop every process, verify each host is clean, then forget the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from clusterctl import health, remote, spec as specs, state as states
+from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError
+from clusterctl.inventory import Inventory
+from clusterctl.reconcile import stop_records
+from clusterctl.state import ClusterState
+from clusterctl.transport import Pool
+
+
+@dataclass
+class DownResult:
+    cluster: str
+    stopped: list[str] = field(default_factory=list)
+    left: dict[str, list[dict]] = field(default_factory=dict)  # host id -> processes still running
+    unreachable: dict[str, str] = field(default_factory=dict)  # host id -> why
+    retired: bool = False
+    forgotten: bool = False
+    nothing: bool = False
+    exit_code: int = OK
+
+
+def state_from_inventory(inv: Inventory) -> ClusterState:
+    """A state with no processes, for ``down --force`` when the state file is lost or unreadable."""
+    cluster = specs.build(inv)
+    hosts = {p.host.id: p.host.to_dict() for p in cluster.processes}
+    roots = {p.host.id: p.dir.rsplit("/", 1)[0] + "/" for p in cluster.processes}
+    pythons = {p.host.id: p.python for p in cluster.processes}
+    return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
+                        dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
+                        hosts=hosts, pythons=pythons)
+
+
+async def down(name: str, *, force: bool = False, inventory: Inventory | None = None,
+               grace: float = 10.0) -> DownResult:
+    with states.locked(name):
+        try:
+            current = states.load(name)
+        except ClusterctlError:
+            if not (force and inventory is not None):
+                raise
+            current = None
+        if current is None and force and inventory is not None:
+            current = state_from_inventory(inventory)
+        if current is None:
+            return DownResult(cluster=name, nothing=True)
+        result = DownResult(cluster=name)
+        async with Pool(states.home() / "known_hosts") as pool:
+            await pool.open([current.host(h) for h in current.hosts])
+            for host_id in current.hosts:
+                failure = pool.failure(current.host(host_id))
+                if failure is not None:
+                    result.unreachable[host_id] = failure.message
+            if not force:
+                result.retired = await _retire_all(pool, current)
+            records = [r for r in current.processes if r.host not in result.unreachable]
+            left = await stop_records(pool, current, records, grace=grace) if records else {}
+            # Verify by scanning each host for anything under the cluster's directory: this also
+            # catches processes that the state no longer knows (a lost state, a crashed up).
+            left.update(await _sweep(pool, current, set(result.unreachable)))
+            result.left = {h: procs for h, procs in left.items() if procs}
+            result.stopped = [r.name for r in records if r.host not in result.left]
+        remaining = [r for r in current.processes
+                     if r.host in result.unreachable or r.host in result.left]
+        if remaining:
+            current.processes = remaining
+            states.save(current)
+            result.exit_code = PARTIAL if result.unreachable else FAILED
+        else:
+            states.forget(name)
+            result.forgotten = True
+        return result
+
+
+async def _retire_all(pool: Pool, current: ClusterState) -> bool:
+    scheduler = next((r for r in current.processes if r.role == "scheduler"), None)
+    workers = [r for r in current.processes if r.role == "worker"]
+    if scheduler is None or not workers:
+        return False
+    host = current.host(scheduler.host)
+    identity, _ = await health.scheduler_identity(pool, host, scheduler.python, current.http_url)
+    known = health.registered(identity)
+    addresses = [known[w.name]["address"] for w in workers if w.name in known]
+    if not addresses:
+        return False
+    return await health.retire(pool, host, scheduler.python, current.http_url, addresses) == ""
+
+
+async def _sweep(pool: Pool, current: ClusterState, skip: set[str]) -> dict[str, list[dict]]:
+    async def one(host_id: str) -> tuple[str, list[dict]]:
+        transport = pool.get(current.host(host_id))
+        python = current.pythons.get(host_id, "python3")
+        if transport is None:
+            return host_id, []
+        answer = await remote.call(transport, python, "stop", timeout=40, grace=5,
+                                   prefix=current.roots[host_id])
+        return host_id, answer["left"]
+
+    hosts = [h for h in current.roots if h not in skip]
+    return dict(await asyncio.gather(*(one(h) for h in hosts)))

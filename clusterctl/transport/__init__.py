@@ -1,0 +1,60 @@
+"""Transports, and a pool that opens one per host, all at once, each under its own deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from clusterctl.errors import ConnectError
+from clusterctl.inventory import Host
+from clusterctl.transport.base import Completed, Transport
+from clusterctl.transport.local import LocalTransport
+
+__all__ = ["Completed", "Transport", "Pool"]
+
+
+def make(host: Host, known_hosts: Path) -> Transport:
+    if host.connection == "local":
+        return LocalTransport(host)
+    from clusterctl.transport.ssh import SSHTransport  # asyncssh only where SSH is used
+
+    return SSHTransport(host, known_hosts)
+
+
+class Pool:
+    """Open sessions to hosts; a host that cannot be reached is kept as its ``ConnectError``."""
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+        self.transports: dict[tuple, Transport] = {}
+        self.failures: dict[tuple, ConnectError] = {}
+
+    async def open(self, hosts: list[Host]) -> None:
+        todo = [h for h in hosts if h.key not in self.transports and h.key not in self.failures]
+
+        async def one(host: Host) -> None:
+            transport = make(host, self.known_hosts)
+            try:
+                await transport.connect()
+            except ConnectError as exc:
+                self.failures[host.key] = exc
+                return
+            self.transports[host.key] = transport
+
+        await asyncio.gather(*(one(h) for h in todo))
+
+    def get(self, host: Host) -> Transport | None:
+        return self.transports.get(host.key)
+
+    def failure(self, host: Host) -> ConnectError | None:
+        return self.failures.get(host.key)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(t.close() for t in self.transports.values()), return_exceptions=True)
+        self.transports.clear()
+
+    async def __aenter__(self) -> "Pool":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

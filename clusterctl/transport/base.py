@@ -1,0 +1,38 @@
+"""The transport interface: open a session to a host, run a command, close it."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from clusterctl.inventory import Host
+
+
+@dataclass(frozen=True)
+class Completed:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class Transport(abc.ABC):
+    """One host. ``connect`` and ``run`` raise ``ConnectError`` / ``RemoteError`` with a message
+    that names the host and says what to do; nothing below this layer leaks library exceptions."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float) -> Completed:
+        """Run argv (no shell), feed ``input`` on stdin, wait at most ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
+        """Yield the command's output lines until it ends or the caller stops iterating."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

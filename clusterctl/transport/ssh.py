@@ -1,0 +1,134 @@
+"""SSH on asyncssh: one connection per host, reused for every step.
+
+Host keys are trusted on first use and recorded in clusterctl's own known_hosts (like OpenSSH's
+``StrictHostKeyChecking=accept-new``); a key that differs from the recorded one is refused.
+``~/.ssh/config`` and an SSH agent are honoured because asyncssh reads them by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import shlex
+import socket
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import asyncssh
+
+from clusterctl.errors import ConnectError, RemoteError
+from clusterctl.inventory import Host
+from clusterctl.transport.base import Completed, Transport
+
+# OpenSSH servers allow 10 sessions per connection by default (MaxSessions).
+MAX_SESSIONS = 8
+
+
+class SSHTransport(Transport):
+    def __init__(self, host: Host, known_hosts: Path):
+        super().__init__(host)
+        self.known_hosts = known_hosts
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+
+    @property
+    def _where(self) -> str:
+        user = f"{self.host.user}@" if self.host.user else ""
+        port = f" port {self.host.ssh_port}" if self.host.ssh_port else ""
+        return f"{user}{self.host.address}{port}"
+
+    def _host_pattern(self) -> str:
+        port = self.host.ssh_port or 22
+        return self.host.address if port == 22 else f"[{self.host.address}]:{port}"
+
+    def _recorded_keys(self) -> bool:
+        if not self.known_hosts.exists():
+            return False
+        try:
+            known = asyncssh.read_known_hosts(str(self.known_hosts))
+        except (OSError, ValueError, asyncssh.Error):
+            return False
+        return bool(known.match(self.host.address, "", self.host.ssh_port or 22)[0])
+
+    def _record_key(self, key: asyncssh.SSHKey) -> None:
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        line = f"{self._host_pattern()} {key.export_public_key('openssh').decode().strip()}\n"
+        with open(self.known_hosts, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # hosts connect at once; keep lines whole
+            f.write(line)
+
+    async def connect(self) -> None:
+        recorded = self._recorded_keys()
+        options: dict = {"known_hosts": str(self.known_hosts) if recorded else None,
+                         "connect_timeout": self.host.connect_timeout,
+                         "login_timeout": self.host.connect_timeout}
+        if self.host.ssh_port:
+            options["port"] = self.host.ssh_port
+        if self.host.user:
+            options["username"] = self.host.user
+        if self.host.identity_file:
+            options["client_keys"] = [self.host.identity_file]
+        try:
+            self._conn = await asyncio.wait_for(asyncssh.connect(self.host.address, **options),
+                                                self.host.connect_timeout + 1)
+        except asyncssh.HostKeyNotVerifiable:
+            raise ConnectError(
+                f"[{self.host.id}] the host key of {self.host.address} differs from the one recorded in "
+                f"{self.known_hosts}: refusing to connect. If the host was reinstalled, remove the old key"
+                f" with: ssh-keygen -f {self.known_hosts} -R '{self._host_pattern()}'") from None
+        except asyncssh.PermissionDenied:
+            key = self.host.identity_file or "the SSH agent and ~/.ssh default keys"
+            raise ConnectError(
+                f"[{self.host.id}] permission denied for {self._where} with {key}: add the public key to"
+                " the host's authorized_keys, or set user / identity_file in the inventory") from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ConnectError(f"[{self.host.id}] no answer from {self._where} within "
+                               f"{self.host.connect_timeout:g} s: is the host up and reachable?",
+                               unreachable=True) from None
+        except socket.gaierror:
+            raise ConnectError(f"[{self.host.id}] could not resolve hostname {self.host.address}: check"
+                               " the inventory or ~/.ssh/config", unreachable=True) from None
+        except OSError as exc:
+            raise ConnectError(f"[{self.host.id}] cannot reach {self._where}: {exc.strerror or exc}",
+                               unreachable=True) from None
+        except asyncssh.Error as exc:
+            raise ConnectError(f"[{self.host.id}] SSH to {self._where} failed: {exc.reason}") from None
+        if not recorded:
+            key = self._conn.get_server_host_key()
+            if key is not None:
+                self._record_key(key)
+
+    async def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float) -> Completed:
+        if self._conn is None:
+            raise RemoteError(f"[{self.host.id}] not connected")
+        command = shlex.join(argv)
+        try:
+            async with self._sessions:
+                result = await asyncio.wait_for(
+                    self._conn.run(command, input=input, check=False), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise RemoteError(f"[{self.host.id}] {argv[0]} did not finish within {timeout:g} s") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise RemoteError(f"[{self.host.id}] lost the SSH connection: {getattr(exc, 'reason', exc)}",
+                              ) from None
+        status = result.exit_status if result.exit_status is not None else 255
+        return Completed(status, str(result.stdout or ""), str(result.stderr or ""))
+
+    async def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
+        if self._conn is None:
+            raise RemoteError(f"[{self.host.id}] not connected")
+        process = await self._conn.create_process(shlex.join(argv), stderr=asyncssh.STDOUT)
+        try:
+            async for line in process.stdout:
+                yield line.rstrip("\n")
+        finally:
+            process.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            try:
+                await asyncio.wait_for(self._conn.wait_closed(), 2)
+            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+                pass
+            self._conn = None
