@@ -220,17 +220,49 @@ def parse(text: str, file: Path) -> Inventory:
     lines: dict[tuple, int] = {}
     problems: list[tuple] = []
     _line_map(node, (), lines, problems)
-    try:
-        raw = _InventoryFile.model_validate(data)
-    except ValidationError as exc:
-        for err in _keep_most_specific(exc.errors()):
-            problems.append((_line_of(lines, err["loc"]), _field_name(err["loc"]), _pydantic_message(err)))
-        raw = None
+
+    def validate(model: type[BaseModel], value: Any, loc: tuple) -> Any:
+        """Validate one section; on errors record them and retry without the offending keys, so
+        that the checks which need the whole file still run and report their problems too."""
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            errors = _keep_most_specific(exc.errors())
+            for err in errors:
+                full = loc + tuple(err["loc"])
+                problems.append((_line_of(lines, full), _field_name(full), _pydantic_message(err)))
+            if not isinstance(value, dict):
+                return None
+            bad = {err["loc"][0] for err in errors if err["loc"]}
+            try:
+                return model.model_validate({k: v for k, v in value.items() if k not in bad})
+            except ValidationError:
+                return None
+
+    top = validate(_InventoryFile, {k: v for k, v in data.items() if k not in ("defaults", "scheduler", "workers")}
+                   | {"scheduler": {"host": "-"}, "workers": [{"host": "-"}]}, ())
+    defaults = validate(_Defaults, data.get("defaults") or {}, ("defaults",)) or _Defaults()
+    scheduler = None
+    if "scheduler" not in data:
+        problems.append((1, "scheduler", "required but missing: add a 'scheduler:' section with its host"))
+    else:
+        scheduler = validate(_SchedulerEntry, data["scheduler"], ("scheduler",))
+    raw_workers = data.get("workers")
+    workers: list[tuple[int, _WorkerEntry]] = []
+    if not isinstance(raw_workers, list) or not raw_workers:
+        problems.append((_line_of(lines, ("workers",)), "workers",
+                         "required: a list with at least one '- host: ADDRESS' entry"))
+    else:
+        for i, item in enumerate(raw_workers):
+            entry = validate(_WorkerEntry, item, ("workers", i))
+            if entry is not None:
+                workers.append((i, entry))
     inventory = None
-    if raw is not None:
-        inventory = _resolve(raw, file, lines, problems)
+    if scheduler is not None:
+        name = top.name if top is not None and top.name is not None else file.stem
+        inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
     if problems:
-        problems.sort(key=lambda p: p[0])
+        problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]
         n = len(details)
         raise InventoryError(f"{file}: {n} problem{'s' if n > 1 else ''}; nothing was started", details=details)
@@ -238,12 +270,12 @@ def parse(text: str, file: Path) -> Inventory:
     return inventory
 
 
-def _resolve(raw: _InventoryFile, file: Path, lines: dict, problems: list) -> Inventory | None:
-    name = raw.name if raw.name is not None else file.stem
+def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry, entries: list[tuple[int, _WorkerEntry]],
+             file: Path, lines: dict, problems: list) -> Inventory:
     if not NAME_RE.match(name):
         problems.append((_line_of(lines, ("name",)), "name",
                          f"{name!r} is not a usable cluster name (letters, digits, '_', '.', '-')"))
-    defaults = raw.defaults.model_dump(exclude_none=True)
+    defaults = raw_defaults.model_dump(exclude_none=True)
     if "port" in defaults:
         defaults.setdefault("ssh_port", defaults.pop("port"))
 
@@ -252,7 +284,7 @@ def _resolve(raw: _InventoryFile, file: Path, lines: dict, problems: list) -> In
         if value is not None:
             return value, loc + (field,)
         if field in defaults:
-            return defaults[field], ("defaults", field if field in raw.defaults.model_fields_set
+            return defaults[field], ("defaults", field if field in raw_defaults.model_fields_set
                                      else "port")
         return fallback, loc
 
@@ -273,7 +305,6 @@ def _resolve(raw: _InventoryFile, file: Path, lines: dict, problems: list) -> In
         python, _ = setting(entry, loc, "python")
         return python or (sys.executable if host.connection == "local" else "python3")
 
-    s = raw.scheduler
     s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])
     if s.port == s.dashboard_port:
         problems.append((_line_of(lines, ("scheduler", "dashboard_port")), "scheduler.dashboard_port",
@@ -284,7 +315,7 @@ def _resolve(raw: _InventoryFile, file: Path, lines: dict, problems: list) -> In
 
     groups: list[WorkerGroup] = []
     seen: dict[tuple, int] = {}
-    for i, w in enumerate(raw.workers):
+    for i, w in entries:
         loc = ("workers", i)
         if w.port is not None and w.ssh_port is not None and w.port != w.ssh_port:
             problems.append((_line_of(lines, loc + ("ssh_port",)), _field_name(loc + ("ssh_port",)),
