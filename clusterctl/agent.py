@@ -70,8 +70,8 @@ def _cmdline(pid):
         return ""
 
 
-def _port_holder(port):
-    """Who listens on a TCP port: 'pid N: command', or '' when it cannot be seen (other user)."""
+def _listening_inodes(port):
+    """Socket inodes listening on a TCP port, on any address (from /proc/net/tcp and tcp6)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -83,8 +83,11 @@ def _port_holder(port):
                         inodes.add(parts[9])
         except (OSError, StopIteration):
             continue
-    if not inodes:
-        return ""
+    return inodes
+
+
+def _port_holder(inodes):
+    """'pid N: command' of the process owning one of the sockets, or '' if it cannot be seen."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -99,21 +102,24 @@ def _port_holder(port):
 
 
 def _port_free(host, port):
-    for family, addr in ((socket.AF_INET, host), (socket.AF_INET6, host)):
+    """(free, why not). A listener on the port, any address, makes it busy; the bind test only
+    checks that ``host`` is an address of this machine (SO_REUSEADDR ignores TIME_WAIT leftovers)."""
+    inodes = _listening_inodes(port)
+    if inodes:
+        return False, _port_holder(inodes) or "held by a process this user cannot see"
+    for family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError:
             continue
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((addr, port))
+            sock.bind((host, port))
             return True, ""
         except socket.gaierror:
             continue
         except OSError as exc:
-            if exc.errno == 98:  # EADDRINUSE
-                return False, _port_holder(port) or "in use"
-            if exc.errno == 99:  # not an address of this host for this family
+            if exc.errno == 99:  # EADDRNOTAVAIL: not an address of this host for this family
                 continue
             return False, exc.strerror or str(exc)
         finally:

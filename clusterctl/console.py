@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console as RichConsole
+from rich.markup import escape
 from rich.table import Table
 
 from clusterctl.errors import ClusterctlError
@@ -48,13 +49,13 @@ class Console:
             self.emit({"error": exc.message, "details": exc.details, "exit_code": exc.exit_code,
                        **(extra or {})})
             return
-        self.err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+        self.err.print(f"[bold red]error:[/] {escape(exc.message)}")
         for line in exc.details:
             self.err.print(f"  {line}", markup=False)
 
     def warn(self, text: str) -> None:
         if not self.json:
-            self.err.print(f"[yellow]warning:[/] {text}")
+            self.err.print(f"[yellow]warning:[/] {escape(text)}")
 
     def line(self, text: str) -> None:
         if not self.json:
@@ -99,9 +100,9 @@ class Console:
                                             ("python", "dask", "distributed", "xgboost")), "")
         colour = {"ok": "green", "unreachable": "yellow", "failed": "red"}
         for r in rows:
-            table.add_row(r.host, ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
+            table.add_row(escape(r.host), ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
                           *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")),
-                          r.message)
+                          escape(r.message))
         self.out.print(table)
 
     def up_result(self, result: Any) -> None:
@@ -111,17 +112,17 @@ class Console:
         if result.problems:
             self.host_report(result.rows, result.client_versions)
             for problem in result.problems:
-                self.err.print(f"[red]-[/] {problem}", markup=True)
+                self.err.print(f"[red]-[/] {escape(problem)}")
             for name, tail in result.not_registered.items():
-                self.err.print(f"[bold]--- {name}: last log lines ---[/]")
+                self.err.print(f"--- {name}: last log lines ---", markup=False)
                 self.err.print(tail, markup=False)
         if not result.started and not result.stopped and not result.problems:
-            self.out.print(f"cluster [bold]{result.cluster}[/] is up and healthy; nothing to start"
+            self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is up and healthy; nothing to start"
                            f" ({len(result.kept)} processes running)")
         else:
             parts = [f"started {len(result.started)}"] + ([f"stopped {len(result.stopped)}"] if result.stopped
                                                           else []) + [f"kept {len(result.kept)}"]
-            self.out.print(f"cluster [bold]{result.cluster}[/]: " + ", ".join(parts))
+            self.out.print(f"cluster [bold]{escape(result.cluster)}[/]: " + ", ".join(parts))
         self.out.print(f"scheduler  {result.scheduler_address}", markup=False)
         self.out.print(f"dashboard  {result.dashboard_url}", markup=False)
         self.out.print("next: clusterctl status | clusterctl logs HOST | clusterctl down", markup=False)
@@ -132,19 +133,20 @@ class Console:
             self.emit(report)
             return
         s = report["scheduler"]
-        self.out.print(f"cluster [bold]{report['cluster']}[/]  scheduler {s['address']}  "
-                       f"alive {_yes(s['alive'])}  dashboard {s['dashboard']}")
+        self.out.print(f"cluster [bold]{escape(report['cluster'])}[/]  scheduler {escape(s['address'])}  "
+                       f"alive {_yes(s['alive'])}  dashboard {escape(s['dashboard'])}")
         table = Table(title_justify="left")
         for col in ("name", "host", "pid", "alive", "registered", "threads", "memory", "limit"):
             table.add_column(col)
-        table.add_row(f"{s['host']}-scheduler" if s["host"] else "scheduler", str(s["host"]), str(s["pid"]),
+        table.add_row(escape(f"{s['host']}-scheduler" if s["host"] else "scheduler"), escape(str(s["host"])),
+                      str(s["pid"]),
                       _yes(s["alive"]), "-", "-", "-", "-")
         for w in report["workers"]:
-            table.add_row(w["name"], w["host"], str(w["pid"]), _yes(w["alive"]), _yes(w["registered"]),
+            table.add_row(escape(w["name"]), escape(w["host"]), str(w["pid"]), _yes(w["alive"]), _yes(w["registered"]),
                           str(w["nthreads"] or "-"), _size(w["memory"]), _size(w["memory_limit"]))
         self.out.print(table)
         for host, why in report["unreachable"].items():
-            self.err.print(f"[yellow]{host}[/]: {why}")
+            self.err.print(f"[yellow]{escape(host)}[/]: {escape(why)}")
         if report["healthy"]:
             self.out.print("[green]healthy[/]")
         else:
@@ -157,18 +159,18 @@ class Console:
             self.emit(result)
             return
         if result.nothing:
-            self.out.print(f"cluster [bold]{result.cluster}[/] is not up; nothing to stop")
+            self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is not up; nothing to stop")
             return
         for host, why in result.unreachable.items():
-            self.err.print(f"[yellow]{host}[/]: not verified: {why}")
+            self.err.print(f"[yellow]{escape(host)}[/]: not verified: {escape(why)}")
         for host, procs in result.left.items():
             for p in procs:
-                self.err.print(f"[red]{host}[/]: still running pid {p['pid']}: {p['cmd']}", markup=True)
+                self.err.print(f"[red]{escape(host)}[/]: still running pid {p['pid']}: {escape(p['cmd'])}")
         if result.forgotten:
-            self.out.print(f"cluster [bold]{result.cluster}[/] is down: stopped {len(result.stopped)}"
+            self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is down: stopped {len(result.stopped)}"
                            " process(es), every host verified clean")
         else:
-            self.out.print(f"cluster [bold]{result.cluster}[/] is NOT fully down; its state is kept. Fix the"
+            self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is NOT fully down; its state is kept. Fix the"
                            " hosts above, then run 'clusterctl down' again (or 'down --force').")
 
     # -- logs ----------------------------------------------------------------------------------

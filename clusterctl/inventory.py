@@ -23,7 +23,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Positive = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kKMGTP]i?B|B)?)$")
+MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)$", re.IGNORECASE)
 DEFAULT_WORKDIR = "/tmp/clusterctl"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -142,7 +142,7 @@ def _line_map(node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: li
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                problems.append((key_node.start_mark.line + 1, ".".join(map(str, loc + (key,))),
+                problems.append((key_node.start_mark.line + 1, _field_name(loc + (key,)),
                                  "this key appears twice; keep one"))
             seen.add(key)
             lines[loc + (key,)] = key_node.start_mark.line + 1
@@ -257,10 +257,8 @@ def parse(text: str, file: Path) -> Inventory:
             entry = validate(_WorkerEntry, item, ("workers", i))
             if entry is not None:
                 workers.append((i, entry))
-    inventory = None
-    if scheduler is not None:
-        name = top.name if top is not None and top.name is not None else file.stem
-        inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
+    name = top.name if top is not None and top.name is not None else file.stem
+    inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
     if problems:
         problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]
@@ -270,12 +268,17 @@ def parse(text: str, file: Path) -> Inventory:
     return inventory
 
 
-def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry, entries: list[tuple[int, _WorkerEntry]],
-             file: Path, lines: dict, problems: list) -> Inventory:
+def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
+             entries: list[tuple[int, _WorkerEntry]], file: Path, lines: dict, problems: list) -> Inventory | None:
+    """Merge defaults into hosts and check what needs the whole file. Every check runs even when
+    a section is invalid, so that all problems are reported at once; ``None`` if the scheduler is."""
     if not NAME_RE.match(name):
         problems.append((_line_of(lines, ("name",)), "name",
                          f"{name!r} is not a usable cluster name (letters, digits, '_', '.', '-')"))
     defaults = raw_defaults.model_dump(exclude_none=True)
+    if "port" in defaults and "ssh_port" in defaults and defaults["port"] != defaults["ssh_port"]:
+        problems.append((_line_of(lines, ("defaults", "ssh_port")), "defaults.ssh_port",
+                         f"differs from defaults.port ({defaults['port']}); both name the SSH port, keep one"))
     if "port" in defaults:
         defaults.setdefault("ssh_port", defaults.pop("port"))
 
@@ -293,7 +296,7 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry, entries: li
         identity, identity_loc = setting(entry, loc, "identity_file")
         if identity is not None:
             identity = os.path.expanduser(identity)
-            if connection == "ssh" and not os.access(identity, os.R_OK):
+            if connection == "ssh" and not (os.path.isfile(identity) and os.access(identity, os.R_OK)):
                 problems.append((_line_of(lines, identity_loc), _field_name(identity_loc),
                                  f"identity file {identity} is missing or unreadable"))
         timeout, _ = setting(entry, loc, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
@@ -304,14 +307,6 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry, entries: li
     def python_of(entry: BaseModel, loc: tuple, host: Host) -> str:
         python, _ = setting(entry, loc, "python")
         return python or (sys.executable if host.connection == "local" else "python3")
-
-    s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])
-    if s.port == s.dashboard_port:
-        problems.append((_line_of(lines, ("scheduler", "dashboard_port")), "scheduler.dashboard_port",
-                         f"same as scheduler.port ({s.port}); give the dashboard its own port"))
-    scheduler = SchedulerSpec(host=s_host, python=python_of(s, ("scheduler",), s_host),
-                              workdir=setting(s, ("scheduler",), "workdir", DEFAULT_WORKDIR)[0],
-                              port=s.port, dashboard_port=s.dashboard_port)
 
     groups: list[WorkerGroup] = []
     seen: dict[tuple, int] = {}
@@ -337,4 +332,13 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry, entries: li
             workdir=setting(w, loc, "workdir", DEFAULT_WORKDIR)[0],
             nworkers=setting(w, loc, "nworkers", 1)[0], nthreads=setting(w, loc, "nthreads")[0],
             memory_limit=str(memory), nanny=setting(w, loc, "nanny", True)[0]))
+    if s is None:
+        return None
+    s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])
+    if s.port == s.dashboard_port:
+        problems.append((_line_of(lines, ("scheduler", "dashboard_port")), "scheduler.dashboard_port",
+                         f"same as scheduler.port ({s.port}); give the dashboard its own port"))
+    scheduler = SchedulerSpec(host=s_host, python=python_of(s, ("scheduler",), s_host),
+                              workdir=setting(s, ("scheduler",), "workdir", DEFAULT_WORKDIR)[0],
+                              port=s.port, dashboard_port=s.dashboard_port)
     return Inventory(name=name, path=str(file.resolve()), scheduler=scheduler, workers=tuple(groups))

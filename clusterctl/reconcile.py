@@ -276,6 +276,7 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
                  result: UpResult, unreachable: set[str], timeout: float, say: Progress) -> UpResult:
     started: dict[str, int] = {}
     gone = {r.name for r in the_plan.stop + the_plan.drop}
+    starting: asyncio.Future | None = None
     try:
         if the_plan.stop:
             say("stop", names=[r.name for r in the_plan.stop])
@@ -285,7 +286,9 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
         current.processes = [r for r in current.processes if r.name not in gone]
         states.save(current)
         say("start", names=[p.name for p in the_plan.start])
-        started, errors = await _start(pool, the_plan.start)
+        # Shielded: an interrupt must not lose the pids of processes that the hosts did start.
+        starting = asyncio.ensure_future(_start(pool, the_plan.start))
+        started, errors = await asyncio.shield(starting)
         current.processes += [_record(p, started[p.name]) for p in the_plan.start if p.name in started]
         states.save(current)
         result.started = sorted(started)
@@ -296,18 +299,21 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
             raise ClusterctlError(f"the scheduler did not start: {errors[cluster.scheduler.name]}")
         await _wait(pool, cluster, current, result, unreachable | set(errors), started, timeout, say)
     except BaseException:
+        if starting is not None and not started:
+            started = (await starting)[0]
         if started:  # Ctrl-C or a scheduler that never came up: take back what this run started
-            await asyncio.shield(_rollback(pool, current, set(started)))
+            await asyncio.shield(_rollback(pool, current, the_plan.start, started))
         raise
     if result.problems:
         result.exit_code = PARTIAL
     return result
 
 
-async def _rollback(pool: Pool, current: ClusterState, names: set[str]) -> None:
-    records = [r for r in current.processes if r.name in names]
+async def _rollback(pool: Pool, current: ClusterState, procs: Sequence[ProcessSpec],
+                    started: dict[str, int]) -> None:
+    records = [_record(p, started[p.name]) for p in procs if p.name in started]
     await stop_records(pool, current, records, grace=5)
-    current.processes = [r for r in current.processes if r.name not in names]
+    current.processes = [r for r in current.processes if r.name not in started]
     states.save(current)
 
 
@@ -333,6 +339,9 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
     last_check = 0.0
     while True:
         identity, why = await health.scheduler_identity(pool, s.host, s.python, cluster.http_url)
+        if identity is not None and identity.get("address") != cluster.scheduler_address:
+            why = f"a scheduler at {identity.get('address')} answers instead of {cluster.scheduler_address}"
+            identity = None
         scheduler_up = scheduler_up or identity is not None
         seen = set(health.registered(identity)) & expected
         say("wait", registered=len(seen), expected=len(expected), scheduler=identity is not None)

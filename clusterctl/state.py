@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl.errors import StateError
-from clusterctl.inventory import Host
+from clusterctl.errors import StateError, UsageError
+from clusterctl.inventory import NAME_RE, Host
 
 VERSION = 1
 
@@ -66,6 +66,8 @@ class ClusterState:
 
 
 def cluster_dir(name: str) -> Path:
+    if not NAME_RE.match(name):
+        raise UsageError(f"{name!r} is not a cluster name (letters, digits, '_', '.', '-')")
     return home() / "clusters" / name
 
 

@@ -28,3 +28,44 @@ def lab(tmp_path_factory):
         yield the_lab
     finally:
         the_lab.close()
+
+
+# -- running the real CLI ----------------------------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+class Cli:
+    """Runs ``python -m clusterctl`` as a user would, with its own CLUSTERCTL_HOME."""
+
+    def __init__(self, home: Path):
+        self.home = home
+
+    def __call__(self, *args: str, timeout: float = 180) -> Result:
+        env = {**os.environ, "CLUSTERCTL_HOME": str(self.home), "COLUMNS": "200"}
+        proc = subprocess.run([sys.executable, "-m", "clusterctl", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(home)

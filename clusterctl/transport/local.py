@@ -17,7 +17,8 @@ class LocalTransport(Transport):
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)  # a Ctrl-C meant for clusterctl must not kill a step halfway
         except FileNotFoundError:
             return Completed(127, "", f"{argv[0]}: not found")
         except PermissionError:

@@ -1,0 +1,553 @@
+"""The inventory loader: what a good file turns into, and how a bad one is reported.
+
+The bad-input contract: one ``InventoryError`` (exit code 2) whose ``details`` list every problem
+of the file at once, each as ``FILE:LINE: FIELD: message`` with the line the problem is on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from clusterctl import inventory
+from clusterctl.errors import BAD_INPUT, InventoryError
+
+REPO = Path(__file__).resolve().parents[1]
+
+DETAIL = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<field>[^:]+): (?P<msg>.+)$")
+
+
+def write(tmp_path: Path, text: str, name: str = "inv.yaml") -> Path:
+    """Write the text as given: line 1 of the string is line 1 of the file."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> InventoryError:
+    with pytest.raises(InventoryError) as info:
+        inventory.load(path)
+    assert info.value.exit_code == BAD_INPUT
+    return info.value
+
+
+def problems(path: Path) -> list[tuple[int, str, str]]:
+    """(line, field, message) of every detail, checking each has the FILE:LINE: FIELD: form."""
+    err = error_of(path)
+    assert err.details, err.message
+    out = []
+    for detail in err.details:
+        m = DETAIL.match(detail)
+        assert m, f"detail not in FILE:LINE: FIELD: message form: {detail!r}"
+        assert m["file"] == str(path), detail
+        out.append((int(m["line"]), m["field"], m["msg"]))
+    n = len(err.details)
+    assert err.message.startswith(f"{path}: {n} problem"), err.message
+    return out
+
+
+def where(found: list[tuple[int, str, str]]) -> set[tuple[int, str]]:
+    return {(line, field) for line, field, _ in found}
+
+
+# -- good files -------------------------------------------------------------------------------
+
+
+def test_example_inventory_loads(tmp_path, monkeypatch):
+    # example.yaml names ~/.ssh/id_ed25519, which must be readable: give it a home that has one.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    key = tmp_path / ".ssh" / "id_ed25519"
+    key.parent.mkdir()
+    key.write_text("not really a key\n")
+
+    inv = inventory.load(REPO / "inventory" / "example.yaml")
+
+    assert inv.name == "example"
+    assert inv.path == str((REPO / "inventory" / "example.yaml").resolve())
+    s = inv.scheduler
+    assert (s.host.address, s.port, s.dashboard_port) == ("10.1.1.93", 8786, 8787)
+    assert s.host.ssh_port == 22 and s.host.user == "root" and s.host.connection == "ssh"
+    assert s.host.identity_file == str(key)
+    assert s.python == "/opt/venv/bin/python" and s.workdir == "/tmp/clusterctl"
+    assert [w.host.address for w in inv.workers] == [f"10.1.1.{i}" for i in range(94, 99)]
+    assert [w.nthreads for w in inv.workers] == [8, None, None, None, None]
+    for w in inv.workers:
+        assert w.nworkers == 1 and w.memory_limit == "auto" and w.nanny is True
+        assert w.host.ssh_port == 22 and w.host.user == "root" and w.host.identity_file == str(key)
+        assert w.python == "/opt/venv/bin/python"
+    assert len(inv.hosts()) == 6
+
+
+def test_example_inventory_without_its_key_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_ed25519 there
+    found = problems(REPO / "inventory" / "example.yaml")
+    assert found == [(7, "defaults.identity_file",
+                      f"identity file {tmp_path}/.ssh/id_ed25519 is missing or unreadable")]
+
+
+def test_local_inventory_loads():
+    inv = inventory.load(REPO / "inventory" / "local.yaml")
+    assert inv.name == "local"
+    assert inv.scheduler.host.address == "127.0.0.1"
+    assert inv.scheduler.host.connection == "local"
+    assert (inv.scheduler.port, inv.scheduler.dashboard_port) == (8786, 8787)
+    assert inv.scheduler.python == sys.executable
+    (group,) = inv.workers
+    assert group.host.address == "127.0.0.1" and group.host.connection == "local"
+    assert (group.nworkers, group.nthreads, group.memory_limit) == (2, 1, "auto")
+    assert group.python == sys.executable
+    assert [h.address for h in inv.hosts()] == ["127.0.0.1"]  # scheduler and workers share it
+
+
+def test_defaults_are_inherited_and_overridden_per_host(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "k1").write_text("key")
+    (tmp_path / "k2").write_text("key")
+    path = write(tmp_path, """\
+defaults:
+  user: alice
+  identity_file: ~/k1
+  python: /opt/py/bin/python
+  workdir: /scratch/cc
+  nworkers: 2
+  nthreads: 4
+  memory_limit: 4GiB
+  nanny: false
+  connect_timeout: 5
+scheduler:
+  host: s
+  user: root
+workers:
+  - host: w1
+  - host: w2
+    user: bob
+    identity_file: ~/k2
+    python: /usr/bin/python3.12
+    workdir: /data/cc
+    nworkers: 1
+    nthreads: 16
+    memory_limit: 0.5
+    nanny: true
+    connect_timeout: 2.5
+""")
+    inv = inventory.load(path)
+    s = inv.scheduler
+    assert s.host.user == "root"  # overridden
+    assert s.host.identity_file == str(tmp_path / "k1")  # inherited, ~ expanded
+    assert (s.python, s.workdir, s.host.connect_timeout) == ("/opt/py/bin/python", "/scratch/cc", 5.0)
+    w1, w2 = inv.workers
+    assert (w1.host.user, w1.host.identity_file, w1.python, w1.workdir) == (
+        "alice", str(tmp_path / "k1"), "/opt/py/bin/python", "/scratch/cc")
+    assert (w1.nworkers, w1.nthreads, w1.memory_limit, w1.nanny, w1.host.connect_timeout) == (
+        2, 4, "4GiB", False, 5.0)
+    assert (w2.host.user, w2.host.identity_file, w2.python, w2.workdir) == (
+        "bob", str(tmp_path / "k2"), "/usr/bin/python3.12", "/data/cc")
+    assert (w2.nworkers, w2.nthreads, w2.memory_limit, w2.nanny, w2.host.connect_timeout) == (
+        1, 16, "0.5", True, 2.5)
+
+
+def test_built_in_defaults(tmp_path):
+    inv = inventory.load(write(tmp_path, "scheduler:\n  host: s\nworkers:\n  - host: w\n"))
+    s, (w,) = inv.scheduler, inv.workers
+    assert (s.port, s.dashboard_port, s.workdir) == (8786, 8787, "/tmp/clusterctl")
+    assert s.host.connection == "ssh" and s.host.ssh_port is None and s.host.user is None
+    assert s.host.connect_timeout == 10.0
+    assert (w.nworkers, w.nthreads, w.memory_limit, w.nanny) == (1, None, "auto", True)
+
+
+def test_name_defaults_to_the_file_stem(tmp_path):
+    body = "scheduler:\n  host: s\nworkers:\n  - host: w\n"
+    assert inventory.load(write(tmp_path, body, "gpu-farm.yaml")).name == "gpu-farm"
+    assert inventory.load(write(tmp_path, "name: other\n" + body, "gpu-farm.yaml")).name == "other"
+
+
+def test_ssh_port_semantics(tmp_path):
+    path = write(tmp_path, """\
+defaults:
+  port: 2222
+scheduler:
+  host: s
+  port: 9000
+  dashboard_port: 9001
+workers:
+  - host: w1
+  - host: w2
+    port: 2200
+  - host: w3
+    ssh_port: 2201
+""")
+    inv = inventory.load(path)
+    # defaults.port is the SSH port; the scheduler's port is Dask's and does not touch SSH
+    assert inv.scheduler.host.ssh_port == 2222
+    assert (inv.scheduler.port, inv.scheduler.dashboard_port) == (9000, 9001)
+    assert [w.host.ssh_port for w in inv.workers] == [2222, 2200, 2201]
+
+    path = write(tmp_path, """\
+defaults:
+  port: 2222
+scheduler:
+  host: s
+  ssh_port: 2300
+workers:
+  - host: w
+""")
+    inv = inventory.load(path)
+    assert inv.scheduler.host.ssh_port == 2300 and inv.scheduler.port == 8786
+    assert inv.workers[0].host.ssh_port == 2222
+
+
+def test_same_host_with_different_ssh_ports_is_fine(tmp_path):
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+workers:
+  - host: w
+  - host: w
+    port: 2222
+  - host: w
+    ssh_port: 2223
+""")
+    inv = inventory.load(path)
+    assert [w.host.ssh_port for w in inv.workers] == [None, 2222, 2223]
+    assert len({w.host.id for w in inv.workers}) == 3
+
+
+def test_python_default_depends_on_connection(tmp_path):
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+  connection: local
+workers:
+  - host: w1
+  - host: w2
+    connection: local
+  - host: w3
+    connection: local
+    python: /my/python
+""")
+    inv = inventory.load(path)
+    assert inv.scheduler.python == sys.executable
+    assert [w.python for w in inv.workers] == ["python3", sys.executable, "/my/python"]
+
+
+# -- bad files: one error, every problem, each at its line --------------------------------------
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, """\
+name: c
+bogus: 1
+defaults:
+  user: root
+  colour: red
+  port: true
+scheduler:
+  host: a
+  port: 8786
+  dashboard_port: 8786
+workers:
+  - host: b
+    nthreads: "4"
+    memory_limit: lots
+    extra: 1
+  - host: b
+    port: 0
+  - host: c
+    port: 70000
+  - host: d
+    port: 2222
+""")
+    found = problems(path)
+    assert found == sorted(found, key=lambda p: (p[0], p[1]))
+    assert where(found) == {
+        (2, "bogus"),
+        (5, "defaults.colour"),
+        (6, "defaults.port"),
+        (10, "scheduler.dashboard_port"),
+        (13, "workers[0].nthreads"),
+        (14, "workers[0].memory_limit"),
+        (15, "workers[0].extra"),
+        (16, "workers[1].host"),
+        (17, "workers[1].port"),
+        (19, "workers[2].port"),
+    }
+    msgs = {(line, field): msg for line, field, msg in found}
+    assert "unknown key" in msgs[(2, "bogus")]
+    assert "unknown key" in msgs[(5, "defaults.colour")]
+    assert "unknown key" in msgs[(15, "workers[0].extra")]
+    assert "valid integer" in msgs[(6, "defaults.port")] and "True" in msgs[(6, "defaults.port")]
+    assert "valid integer" in msgs[(13, "workers[0].nthreads")] and "'4'" in msgs[(13, "workers[0].nthreads")]
+    assert "'lots'" in msgs[(14, "workers[0].memory_limit")]
+    assert "already listed as workers[0]" in msgs[(16, "workers[1].host")]
+    assert "8786" in msgs[(10, "scheduler.dashboard_port")]
+
+
+def test_unknown_keys_at_every_level(tmp_path):
+    path = write(tmp_path, """\
+nmae: typo
+defaults:
+  usr: root
+scheduler:
+  host: s
+  dashbord_port: 1
+workers:
+  - host: w
+    nthread: 2
+""")
+    found = problems(path)
+    assert where(found) == {(1, "nmae"), (3, "defaults.usr"), (6, "scheduler.dashbord_port"),
+                            (9, "workers[0].nthread")}
+    assert all("unknown key" in msg for _, _, msg in found)
+
+
+def test_wrong_types(tmp_path):
+    path = write(tmp_path, """\
+name: 5
+scheduler:
+  host: s
+  port: "8786"
+workers:
+  - host: w
+    nthreads: "4"
+    port: true
+    nanny: "no"
+    nworkers: 0
+""")
+    assert where(problems(path)) == {(1, "name"), (4, "scheduler.port"), (7, "workers[0].nthreads"),
+                                     (8, "workers[0].port"), (9, "workers[0].nanny"),
+                                     (10, "workers[0].nworkers")}
+
+
+def test_missing_scheduler(tmp_path):
+    found = problems(write(tmp_path, "workers:\n  - host: w\n"))
+    assert where(found) == {(1, "scheduler")}
+    assert "required" in found[0][2]
+
+
+def test_scheduler_without_host(tmp_path):
+    found = problems(write(tmp_path, "scheduler:\n  port: 8000\nworkers:\n  - host: w\n"))
+    assert where(found) == {(1, "scheduler.host")}
+
+
+@pytest.mark.parametrize("workers", ["", "workers:\n", "workers: []\n"], ids=["missing", "null", "empty"])
+def test_workers_missing_or_empty(tmp_path, workers):
+    path = write(tmp_path, "scheduler:\n  host: s\n" + workers)
+    found = problems(path)
+    line = 3 if workers else 1
+    assert where(found) == {(line, "workers")}
+    assert "at least one" in found[0][2]
+
+
+def test_duplicate_workers(tmp_path):
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+workers:
+  - host: w
+  - host: v
+    port: 2222
+  - host: w
+    port: 22
+  - host: v
+    ssh_port: 2222
+""")
+    found = problems(path)
+    assert where(found) == {(7, "workers[2].host"), (9, "workers[3].host")}
+    msgs = dict(((line, field), msg) for line, field, msg in found)
+    assert "host w port 22 is already listed as workers[0]" in msgs[(7, "workers[2].host")]
+    assert "host v port 2222 is already listed as workers[1]" in msgs[(9, "workers[3].host")]
+
+
+def test_worker_port_and_ssh_port_must_agree(tmp_path):
+    path = write(tmp_path, "scheduler:\n  host: s\nworkers:\n  - host: w\n    port: 2222\n    ssh_port: 2223\n")
+    found = problems(path)
+    assert where(found) == {(6, "workers[0].ssh_port")}
+
+
+@pytest.mark.parametrize("port", [0, 70000, -1])
+def test_ports_out_of_range(tmp_path, port):
+    path = write(tmp_path, f"""\
+defaults:
+  port: {port}
+scheduler:
+  host: s
+  port: {port}
+  dashboard_port: {port}
+  ssh_port: {port}
+workers:
+  - host: w
+    port: {port}
+""")
+    assert where(problems(path)) == {(2, "defaults.port"), (5, "scheduler.port"),
+                                     (6, "scheduler.dashboard_port"), (7, "scheduler.ssh_port"),
+                                     (10, "workers[0].port")}
+
+
+def test_scheduler_port_equal_to_dashboard_port(tmp_path):
+    path = write(tmp_path, "scheduler:\n  host: s\n  port: 9000\n  dashboard_port: 9000\nworkers:\n  - host: w\n")
+    found = problems(path)
+    assert where(found) == {(4, "scheduler.dashboard_port")}
+    assert "9000" in found[0][2]
+
+
+def test_identity_file_that_does_not_exist(tmp_path):
+    missing = tmp_path / "nope" / "id_rsa"
+    path = write(tmp_path, f"""\
+defaults:
+  identity_file: {missing}
+scheduler:
+  host: s
+workers:
+  - host: w1
+  - host: w2
+    identity_file: {missing}2
+  - host: w3
+    connection: local
+""")
+    found = problems(path)
+    # one problem for the defaults line although two hosts inherit it; the local host needs no key
+    assert where(found) == {(2, "defaults.identity_file"), (8, "workers[1].identity_file")}
+    assert all("missing or unreadable" in msg for _, _, msg in found)
+    assert str(missing) in found[0][2]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file anyway")
+def test_identity_file_without_read_permission(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("secret")
+    key.chmod(0)
+    path = write(tmp_path, f"scheduler:\n  host: s\nworkers:\n  - host: w\n    identity_file: {key}\n")
+    assert where(problems(path)) == {(5, "workers[0].identity_file")}
+
+
+@pytest.mark.parametrize("value", ["lots", "4 gigs", "-1GiB", "''"])
+def test_bad_memory_limit(tmp_path, value):
+    path = write(tmp_path, f"""\
+defaults:
+  memory_limit: {value}
+scheduler:
+  host: s
+workers:
+  - host: w1
+  - host: w2
+    memory_limit: {value}
+""")
+    found = problems(path)
+    assert where(found) == {(2, "defaults.memory_limit"), (8, "workers[1].memory_limit")}
+    assert all("not a memory size" in msg for _, _, msg in found)
+
+
+@pytest.mark.parametrize("value", ["auto", "0", "1000000", "4GiB", "4 GB", "512MiB", "0.5", "2.5GiB"])
+def test_good_memory_limit(tmp_path, value):
+    path = write(tmp_path, f"scheduler:\n  host: s\nworkers:\n  - host: w\n    memory_limit: {value}\n")
+    assert inventory.load(path).workers[0].memory_limit == value
+
+
+@pytest.mark.parametrize("name", ["'bad name'", "'-dash-first'", "'a/b'", "x" * 64])
+def test_invalid_cluster_name(tmp_path, name):
+    path = write(tmp_path, f"scheduler:\n  host: s\nname: {name}\nworkers:\n  - host: w\n")
+    found = problems(path)
+    assert where(found) == {(3, "name")}
+    assert "not a usable cluster name" in found[0][2]
+
+
+def test_invalid_name_from_the_file_stem(tmp_path):
+    path = write(tmp_path, "scheduler:\n  host: s\nworkers:\n  - host: w\n", "my cluster.yaml")
+    found = problems(path)
+    assert where(found) == {(1, "name")}
+    assert "'my cluster'" in found[0][2]
+
+
+def test_duplicated_yaml_key(tmp_path):
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+workers:
+  - host: w
+defaults:
+  user: a
+  user: b
+scheduler:
+  host: t
+  bogus: 1
+""")
+    found = problems(path)
+    # both duplicates, plus a problem inside the second section: validation went on
+    assert where(found) == {(7, "defaults.user"), (8, "scheduler"), (10, "scheduler.bogus")}
+    msgs = {(line, field): msg for line, field, msg in found}
+    assert "appears twice" in msgs[(8, "scheduler")] and "appears twice" in msgs[(7, "defaults.user")]
+
+
+def test_duplicated_yaml_key_in_a_worker(tmp_path):
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+workers:
+  - host: w
+    nthreads: 2
+    nthreads: 4
+""")
+    assert where(problems(path)) == {(6, "workers[0].nthreads")}
+
+
+@pytest.mark.parametrize("text, line", [
+    ("scheduler:\n  host: a\n port: 8786\nworkers: [{host: b}]\n", 3),
+    ("scheduler:\n  host: a\nworkers:\n\t- host: b\n", 4),
+    ("scheduler: {host: a\nworkers: []\n", 2),
+], ids=["indent", "tab", "unclosed-flow"])
+def test_invalid_yaml_gives_the_line(tmp_path, text, line):
+    path = write(tmp_path, text)
+    err = error_of(path)
+    assert err.message.startswith(f"{path}:{line}: not valid YAML: "), err.message
+
+
+@pytest.mark.parametrize("text", ["- host: a\n- host: b\n", "just a string\n", "", "# only a comment\n"])
+def test_top_level_must_be_a_mapping(tmp_path, text):
+    path = write(tmp_path, text)
+    err = error_of(path)
+    assert err.message.startswith(f"{path}:1: the inventory must be a mapping"), err.message
+
+
+def test_file_that_does_not_exist(tmp_path):
+    path = tmp_path / "missing.yaml"
+    err = error_of(path)
+    assert err.message == f"cannot read inventory {path}: No such file or directory"
+    assert err.details == []
+
+
+def test_directory_instead_of_file(tmp_path):
+    err = error_of(tmp_path)
+    assert err.message.startswith(f"cannot read inventory {tmp_path}:")
+
+
+# -- known bugs ---------------------------------------------------------------------------------
+
+
+def test_missing_scheduler_still_reports_worker_problems(tmp_path):
+    path = write(tmp_path, """\
+name: 'bad name'
+workers:
+  - host: w
+    memory_limit: lots
+  - host: w
+""")
+    assert where(problems(path)) == {(1, "scheduler"), (1, "name"), (4, "workers[0].memory_limit"),
+                                     (5, "workers[1].host")}
+
+
+def test_defaults_port_and_ssh_port_must_agree(tmp_path):
+    path = write(tmp_path, """\
+defaults:
+  port: 2222
+  ssh_port: 22
+scheduler:
+  host: s
+workers:
+  - host: w
+""")
+    found = problems(path)
+    assert where(found) == {(3, "defaults.ssh_port")}

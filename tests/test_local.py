@@ -1,0 +1,134 @@
+"""The embedded local inventory: real Dask processes on this machine, no SSH at all."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+MARKER = "CLUSTERCTL_PROCESS"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ours(workdir: Path) -> list[psutil.Process]:
+    """Processes on this machine that carry clusterctl's marker under ``workdir`` (children too)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARKER, "").startswith(str(workdir)) and proc.status() != "zombie":
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture
+def local_inventory(tmp_path, cli):
+    workdir = tmp_path / "work"
+    path = tmp_path / "mini.yaml"
+    path.write_text(f"""
+name: mini
+defaults:
+  connection: local
+  workdir: {workdir}
+scheduler:
+  host: 127.0.0.1
+  port: {free_port()}
+  dashboard_port: {free_port()}
+workers:
+  - host: 127.0.0.1
+    nworkers: 2
+    nthreads: 1
+    memory_limit: 512MiB
+""")
+    yield path, workdir
+    cli("down", "--force", "--inventory", path)
+    for proc in ours(workdir):
+        proc.kill()
+
+
+def test_local_up_status_noop_logs_down(cli, local_inventory):
+    inventory, workdir = local_inventory
+    first = cli("up", inventory, "--json")
+    assert first.code == 0, first.err
+    assert sorted(first.json["started"]) == ["127.0.0.1-scheduler", "127.0.0.1-worker-0", "127.0.0.1-worker-1"]
+
+    status = cli("status", "--json")
+    assert status.code == 0, status.out + status.err
+    report = status.json
+    assert report["cluster"] == "mini" and report["scheduler"]["alive"] is True
+    assert report["scheduler"]["address"].startswith("tcp://127.0.0.1:")
+    assert [(w["name"], w["alive"], w["registered"], w["nthreads"], w["memory_limit"]) for w in report["workers"]] == [
+        ("127.0.0.1-worker-0", True, True, 1, 512 * 2**20),
+        ("127.0.0.1-worker-1", True, True, 1, 512 * 2**20),
+    ]
+    pids = {w["pid"] for w in report["workers"]} | {report["scheduler"]["pid"]}
+    assert pids <= {p.pid for p in ours(workdir)}
+
+    again = cli("up", inventory)
+    assert again.code == 0
+    assert "nothing to start" in again.out
+    assert {w["pid"] for w in cli("status", "--json").json["workers"]} | {report["scheduler"]["pid"]} == pids
+
+    logs = cli("logs", "--role", "worker", "-n", "5")
+    assert logs.code == 0
+    names = {line.split("]")[0] + "]" for line in logs.out.splitlines()}
+    assert names == {"[127.0.0.1-worker-0]", "[127.0.0.1-worker-1]"}
+
+    down = cli("down")
+    assert down.code == 0, down.err
+    assert "verified clean" in down.out
+    assert ours(workdir) == []
+    assert not (cli.home / "clusters" / "mini" / "state.json").exists()
+    again = cli("down")
+    assert again.code == 0 and "nothing to stop" in again.out
+
+
+def test_two_ups_at_once_start_one_scheduler(cli, local_inventory):
+    inventory, workdir = local_inventory
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: cli("up", inventory), range(2)))
+    codes = sorted(r.code for r in results)
+    refused = [r for r in results if r.code != 0]
+    # Either the second waits for nothing (refused while the first holds the lock) or it came
+    # after the first finished and found the cluster healthy; never two schedulers.
+    assert codes in ([0, 0], [0, 1]), [(r.code, r.err) for r in results]
+    for r in refused:
+        assert "busy" in r.err
+    schedulers = [p for p in ours(workdir) if "scheduler" in " ".join(p.cmdline())]
+    assert len(schedulers) == 1
+    assert cli("down").code == 0
+    assert ours(workdir) == []
+
+
+def test_ctrl_c_during_up_stops_what_it_started(cli, local_inventory):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    inventory, workdir = local_inventory
+    env = {**os.environ, "CLUSTERCTL_HOME": str(cli.home)}
+    proc = subprocess.Popen([sys.executable, "-m", "clusterctl", "up", str(inventory)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not ours(workdir) and time.time() < deadline:
+        time.sleep(0.05)
+    assert ours(workdir), "up never started a process"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    time.sleep(0.5)
+    assert ours(workdir) == []
+    status = cli("status", "--json")
+    assert status.json["workers"] == [] and status.json["scheduler"]["pid"] is None

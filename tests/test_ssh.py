@@ -1,0 +1,282 @@
+"""clusterctl against real hosts: network namespaces with their own sshd, addresses and PID spaces.
+
+Every test begins with ``up`` of the inventory it needs; on a healthy cluster that is a no-op, so the
+tests share one cluster where they can (the machine has 2 cores) without depending on each other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+CLIENT_PYTHON = sys.executable  # the hosts share this machine's filesystem, so its venv too
+
+
+def inventory_text(lab, workdir: Path, workers: list[str], *, name: str = "lab",
+                   extra_worker: str = "", scheduler_extra: str = "") -> str:
+    s = lab.hosts[0]
+    lines = [f"name: {name}", "defaults:", "  user: root", f"  identity_file: {lab.key}",
+             f"  python: {CLIENT_PYTHON}", f"  workdir: {workdir}", "  connect_timeout: 3",
+             "scheduler:", f"  host: {s.addr}", "  port: 8786", "  dashboard_port: 8787"]
+    lines += [f"  {line}" for line in scheduler_extra.splitlines() if line]
+    lines.append("workers:")
+    for addr in workers:
+        lines += [f"  - host: {addr}", "    nthreads: 1", "    memory_limit: 1GiB"]
+    lines += [line for line in extra_worker.splitlines() if line]
+    return "\n".join(lines) + "\n"
+
+
+def dask_processes(lab, host) -> list[str]:
+    return [args for _, args in lab.processes(host) if "-m dask" in args or "multiprocessing" in args]
+
+
+def clean(lab, hosts) -> bool:
+    return all(dask_processes(lab, h) == [] for h in hosts)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("ssh-home")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("remote-work")
+
+
+@pytest.fixture(scope="module")
+def ssh_cli(home):
+    from conftest import Cli
+
+    return Cli(home)
+
+
+@pytest.fixture(scope="module")
+def write_inventory(lab, workdir, tmp_path_factory, ssh_cli):
+    folder = tmp_path_factory.mktemp("inventories")
+
+    def write(workers, name="lab", **extra) -> Path:
+        path = folder / f"{name}-{len(list(folder.iterdir()))}.yaml"
+        path.write_text(inventory_text(lab, workdir, workers, name=name, **extra))
+        return path
+
+    yield write
+    # Whatever a failed test left: stop it through clusterctl, then check the hosts for real.
+    for path in folder.iterdir():
+        ssh_cli("down", "--force", "--inventory", path)
+
+
+@pytest.fixture
+def three(lab, write_inventory):
+    return write_inventory([h.addr for h in lab.hosts[1:4]])
+
+
+def worker_names(lab, idx) -> list[str]:
+    return [f"{lab.hosts[i].addr}-worker-0" for i in idx]
+
+
+def test_up_status_and_noop_up(lab, ssh_cli, three, home):
+    first = ssh_cli("up", three, "--json")
+    assert first.code == 0, first.out + first.err
+    assert sorted(first.json["started"]) == sorted([f"{lab.hosts[0].addr}-scheduler", *worker_names(lab, [1, 2, 3])])
+    report = ssh_cli("status", "--json")
+    assert report.code == 0, report.out
+    st = report.json
+    assert st["scheduler"] == {**st["scheduler"], "alive": True, "address": f"tcp://{lab.hosts[0].addr}:8786"}
+    assert [(w["host"], w["alive"], w["registered"], w["nthreads"], w["memory_limit"]) for w in st["workers"]] == [
+        (h.addr, True, True, 1, 2**30) for h in lab.hosts[1:4]]
+    # The processes run where the inventory says, and nowhere else.
+    assert any("dask scheduler" in a for a in dask_processes(lab, lab.hosts[0]))
+    for h in lab.hosts[1:4]:
+        assert any("dask worker" in a for a in dask_processes(lab, h))
+    assert clean(lab, lab.hosts[4:])
+    # Host keys were accepted on first use and recorded in clusterctl's own known_hosts.
+    known = (home / "known_hosts").read_text()
+    assert all(h.addr in known for h in lab.hosts[:4])
+
+    again = ssh_cli("up", three, "--json")
+    assert again.code == 0
+    assert again.json["started"] == [] and again.json["stopped"] == []
+    pids = {w["pid"] for w in ssh_cli("status", "--json").json["workers"]}
+    assert pids == {w["pid"] for w in st["workers"]}
+
+
+def test_killed_worker_is_restored_by_up(lab, ssh_cli, three):
+    assert ssh_cli("up", three).code == 0
+    victim = next(w for w in ssh_cli("status", "--json").json["workers"] if w["host"] == lab.hosts[2].addr)
+    killed = lab.ssh(lab.hosts[2], f"kill -9 -- -{victim['pid']}")  # the nanny's whole process group
+    assert killed.returncode == 0, killed.stderr
+    status = ssh_cli("status", "--json")
+    assert status.code == 3
+    assert [w["alive"] for w in status.json["workers"] if w["name"] == victim["name"]] == [False]
+
+    up = ssh_cli("up", three, "--json")
+    assert up.code == 0, up.out + up.err
+    assert up.json["started"] == [victim["name"]]
+    after = ssh_cli("status", "--json")
+    assert after.code == 0 and all(w["registered"] for w in after.json["workers"])
+
+
+def test_add_then_remove_worker_hosts(lab, ssh_cli, three, write_inventory):
+    assert ssh_cli("up", three).code == 0
+    four = write_inventory([h.addr for h in lab.hosts[1:5]])
+    grown = ssh_cli("up", four, "--json")
+    assert grown.code == 0, grown.out + grown.err
+    assert grown.json["started"] == worker_names(lab, [4])
+    assert any("dask worker" in a for a in dask_processes(lab, lab.hosts[4]))
+
+    two = write_inventory([h.addr for h in lab.hosts[1:3]])
+    shrunk = ssh_cli("up", two, "--json")
+    assert shrunk.code == 0, shrunk.out + shrunk.err
+    assert sorted(shrunk.json["stopped"]) == sorted(worker_names(lab, [3, 4])) and shrunk.json["started"] == []
+    assert clean(lab, lab.hosts[3:5])
+    st = ssh_cli("status", "--json")
+    assert st.code == 0 and [w["host"] for w in st.json["workers"]] == [h.addr for h in lab.hosts[1:3]]
+
+
+def test_logs_of_one_host(lab, ssh_cli, three):
+    assert ssh_cli("up", three).code == 0
+    host = lab.hosts[1]
+    logs = ssh_cli("logs", host.addr, "-n", "5")
+    assert logs.code == 0
+    lines = logs.out.splitlines()
+    assert 0 < len(lines) <= 5 and all(line.startswith(f"[{host.addr}-worker-0] ") for line in lines)
+    as_json = ssh_cli("logs", lab.hosts[0].addr, "--json").json
+    assert "Scheduler at:" in as_json["logs"][f"{lab.hosts[0].addr}-scheduler"]
+    unknown = ssh_cli("logs", "192.0.2.1")
+    assert unknown.code == 2 and "its hosts are" in unknown.err
+
+
+def test_down_leaves_no_process(lab, ssh_cli, three, home):
+    assert ssh_cli("up", three).code == 0
+    down = ssh_cli("down", "--json")
+    assert down.code == 0, down.out + down.err
+    assert down.json["forgotten"] is True and down.json["retired"] is True
+    assert clean(lab, lab.hosts)
+    assert not (home / "clusters" / "lab" / "state.json").exists()
+    again = ssh_cli("down")
+    assert again.code == 0 and "nothing to stop" in again.out
+
+
+def test_unreachable_worker_host_then_it_returns(lab, ssh_cli, write_inventory):
+    cut = lab.hosts[5]
+    inv = write_inventory([lab.hosts[1].addr, cut.addr], name="cut")
+    lab.link_down(cut)
+    try:
+        partial = ssh_cli("up", inv, "--json")
+    finally:
+        lab.link_up(cut)
+    assert partial.code == 3, partial.out + partial.err
+    rows = {r["host"]: r for r in partial.json["rows"]}
+    assert rows[cut.addr]["status"] == "unreachable" and "no answer" in rows[cut.addr]["message"]
+    assert partial.json["started"] == sorted([f"{lab.hosts[0].addr}-scheduler", f"{lab.hosts[1].addr}-worker-0"])
+    assert ssh_cli("status", "--cluster", "cut", "--json").json["workers"][0]["registered"] is True
+
+    complete = ssh_cli("up", inv, "--json")
+    assert complete.code == 0, complete.out + complete.err
+    assert complete.json["started"] == [f"{cut.addr}-worker-0"]
+    assert ssh_cli("down", "--cluster", "cut").code == 0
+    assert clean(lab, lab.hosts)
+
+
+def test_address_nobody_holds_is_a_row_not_a_hang(lab, ssh_cli, write_inventory):
+    inv = write_inventory([lab.hosts[1].addr, lab.unused_addr()], name="ghost")
+    result = ssh_cli("up", inv, timeout=60)
+    assert result.code == 3
+    assert lab.unused_addr() in result.out + result.err
+    assert ssh_cli("down", "--cluster", "ghost").code in (0, 3)
+    assert clean(lab, lab.hosts[:2])
+
+
+def test_wrong_python_path_is_caught_before_anything_starts(lab, ssh_cli, write_inventory):
+    bad = lab.hosts[2]
+    inv = write_inventory([lab.hosts[1].addr], name="badpy",
+                          extra_worker=f"  - host: {bad.addr}\n    python: /nonexistent/bin/python\n")
+    result = ssh_cli("up", inv)
+    assert result.code == 3, result.out + result.err
+    assert f"[{bad.addr}] python '/nonexistent/bin/python' not found" in result.err
+    assert "nothing was started" in result.err
+    assert clean(lab, lab.hosts)
+
+
+@pytest.fixture(scope="module")
+def old_dask_python(tmp_path_factory):
+    """An interpreter whose environment has another dask: a real older release in front of the path."""
+    root = tmp_path_factory.mktemp("old-dask")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                          str(root / "site"), "dask==2024.8.0"], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    wrapper = root / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={root / 'site'} exec {CLIENT_PYTHON} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_version_mismatch_is_refused_with_a_table(lab, ssh_cli, write_inventory, old_dask_python):
+    odd = lab.hosts[3]
+    inv = write_inventory([lab.hosts[1].addr], name="skew",
+                          extra_worker=f"  - host: {odd.addr}\n    python: {old_dask_python}\n")
+    result = ssh_cli("up", inv)
+    assert result.code == 3, result.out + result.err
+    assert f"[{odd.addr}] dask 2024.8.0 differs from the client's" in result.err
+    assert "2024.8.0" in result.out and "(client)" in result.out  # the table of who has what
+    assert clean(lab, lab.hosts)
+
+
+def test_busy_scheduler_port_names_its_holder(lab, ssh_cli, write_inventory):
+    s = lab.hosts[0]
+    squatter = (f"import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{s.addr}', 8786)); s.listen();"
+                " print('listening', flush=True); time.sleep(120)")
+    squat = subprocess.Popen(lab.ssh_args(s) + [f"exec {CLIENT_PYTHON} -c \"{squatter}\""],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert squat.stdout.readline().strip() == "listening"
+        inv = write_inventory([lab.hosts[1].addr], name="busy")
+        result = ssh_cli("up", inv)
+        assert result.code == 3, result.out + result.err
+        assert "port 8786 is already in use (pid" in result.err and "s.listen()" in result.err
+        assert clean(lab, lab.hosts[:2])
+    finally:
+        lab.ssh(s, "pkill -f 's.listen()'")
+        squat.wait(timeout=10)
+
+
+def test_scheduler_that_dies_takes_back_everything(lab, ssh_cli, write_inventory, tmp_path):
+    # An interpreter that runs everything except the scheduler, which fails at start.
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\n[ \"$3\" = scheduler ] && {{ echo 'boom: cannot start' >&2; exit 1; }}\n"
+                       f"exec {CLIENT_PYTHON} \"$@\"\n")
+    wrapper.chmod(0o755)
+    inv = write_inventory([lab.hosts[1].addr, lab.hosts[2].addr], name="nosched",
+                          scheduler_extra=f"python: {wrapper}")
+    result = ssh_cli("up", inv, "--timeout", "20")
+    assert result.code == 1, result.out + result.err
+    assert "the scheduler on" in result.err and "exited" in result.err and "boom" in result.err
+    assert clean(lab, lab.hosts[:3])
+    assert ssh_cli("status", "--cluster", "nosched", "--json").json["workers"] == []
+
+
+def test_changed_host_key_is_refused(lab, ssh_cli, write_inventory, home):
+    inv = write_inventory([lab.hosts[1].addr], name="keys")
+    assert ssh_cli("up", inv).code == 0
+    assert ssh_cli("down", "--cluster", "keys").code == 0
+    known = home / "known_hosts"
+    saved = known.read_text()
+    other = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / "fake")],
+                           capture_output=True)
+    assert other.returncode == 0
+    fake = (home / "fake.pub").read_text().split()[:2]
+    lines = [line for line in saved.splitlines() if not line.startswith(lab.hosts[1].addr + " ")]
+    known.write_text("\n".join(lines + [f"{lab.hosts[1].addr} {' '.join(fake)}"]) + "\n")
+    try:
+        result = ssh_cli("up", inv)
+        assert result.code == 3, result.out + result.err
+        assert "differs from the one recorded" in result.err and "ssh-keygen" in result.err
+        assert clean(lab, lab.hosts[:2])
+    finally:
+        known.write_text(saved)
