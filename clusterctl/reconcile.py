@@ -121,9 +121,15 @@ async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[Proc
                                    procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs])
         return host_id, answer["left"]
 
-    grouped = _by_host(records, lambda r: r.host)
-    results = await asyncio.gather(*(one(h, recs) for h, recs in grouped.items()))
-    return {h: left for h, left in results if left}
+    # Workers first, then the scheduler: a worker that loses its scheduler while its nanny is
+    # closing it hangs until distributed kills it 8 s later.
+    left: dict[str, list[dict]] = {}
+    for batch in ([r for r in records if r.role != "scheduler"], [r for r in records if r.role == "scheduler"]):
+        grouped = _by_host(batch, lambda r: r.host)
+        for host_id, procs in await asyncio.gather(*(one(h, recs) for h, recs in grouped.items())):
+            if procs:
+                left.setdefault(host_id, []).extend(procs)
+    return left
 
 
 async def _start(pool: Pool, procs: Sequence[ProcessSpec]) -> tuple[dict[str, int], dict[str, str]]:

@@ -3,9 +3,9 @@ import os
 import pytest
 
 try:
-    from lab import Lab, lab_prerequisites
+    from lab import Lab, lab_prerequisites, sweep_stale
 except ImportError:  # tests/ made into a package
-    from tests.lab import Lab, lab_prerequisites
+    from tests.lab import Lab, lab_prerequisites, sweep_stale
 
 
 def pytest_configure(config):
@@ -22,6 +22,7 @@ def lab(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail(f"lab unavailable on CI: {reason}")
         pytest.skip(f"lab unavailable: {reason}")
+    sweep_stale()  # labs of earlier runs that were killed before they could clean up
     the_lab = Lab(6, tmp_path_factory.mktemp("lab"))
     try:
         the_lab.start()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -84,6 +88,18 @@ def test_local_up_status_noop_logs_down(cli, local_inventory):
     names = {line.split("]")[0] + "]" for line in logs.out.splitlines()}
     assert names == {"[127.0.0.1-worker-0]", "[127.0.0.1-worker-1]"}
 
+    follow = subprocess.Popen([sys.executable, "-m", "clusterctl", "logs", "--role", "scheduler", "-n", "1",
+                               "--follow"], env={**os.environ, "CLUSTERCTL_HOME": str(cli.home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout.readline().startswith("[127.0.0.1-scheduler] ")
+        cli("up", inventory)  # its no-op check connects to the scheduler, which logs nothing new
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=10) == 0
+        assert "Traceback" not in follow.stderr.read()
+    finally:
+        follow.kill()
+
     down = cli("down")
     assert down.code == 0, down.err
     assert "verified clean" in down.out
@@ -111,11 +127,6 @@ def test_two_ups_at_once_start_one_scheduler(cli, local_inventory):
 
 
 def test_ctrl_c_during_up_stops_what_it_started(cli, local_inventory):
-    import os
-    import signal
-    import subprocess
-    import time
-
     inventory, workdir = local_inventory
     env = {**os.environ, "CLUSTERCTL_HOME": str(cli.home)}
     proc = subprocess.Popen([sys.executable, "-m", "clusterctl", "up", str(inventory)], env=env,

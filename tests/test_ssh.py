@@ -6,6 +6,7 @@ tests share one cluster where they can (the machine has 2 cores) without dependi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,73 @@ def test_changed_host_key_is_refused(lab, ssh_cli, write_inventory, home):
         assert clean(lab, lab.hosts[:2])
     finally:
         known.write_text(saved)
+
+
+def test_dead_scheduler_is_reported_and_down_force_stops_the_workers(lab, ssh_cli, three):
+    assert ssh_cli("up", three).code == 0
+    pid = ssh_cli("status", "--json").json["scheduler"]["pid"]
+    assert lab.ssh(lab.hosts[0], f"kill -9 {pid}").returncode == 0
+    status = ssh_cli("status", "--json")
+    assert status.code == 1 and status.json["scheduler"]["alive"] is False
+    down = ssh_cli("down", "--force")
+    assert down.code == 0, down.out + down.err
+    assert clean(lab, lab.hosts)
+
+
+@pytest.mark.parametrize("via", ["ssh_config", "agent"])
+def test_ssh_config_and_agent_are_honoured(lab, tmp_path, workdir, via):
+    """No user and no key in the inventory: ~/.ssh/config supplies them, or an SSH agent holds the key."""
+    from conftest import Cli
+
+    fake_home = tmp_path / "user"  # asyncssh reads ~/.ssh from $HOME; keep root's own out of it
+    (fake_home / ".ssh").mkdir(parents=True)
+    env = {"HOME": str(fake_home), "SSH_AUTH_SOCK": ""}
+    agent = None
+    if via == "ssh_config":
+        (fake_home / ".ssh" / "config").write_text(
+            f"Host {lab.hosts[0].addr} {lab.hosts[1].addr}\n  User root\n  IdentityFile {lab.key}\n")
+    else:
+        agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+        env.update(line.split(";")[0].split("=", 1) for line in agent.splitlines()
+                   if "=" in line.split(";")[0])
+        added = subprocess.run(["ssh-add", str(lab.key)], env={**os.environ, **env}, capture_output=True)
+        assert added.returncode == 0, added.stderr
+    inv = tmp_path / f"{via}.yaml"
+    inv.write_text(f"defaults:\n  python: {CLIENT_PYTHON}\n  workdir: {workdir}\n  connect_timeout: 3\n"
+                   f"scheduler:\n  host: {lab.hosts[0].addr}\n  port: 8796\n  dashboard_port: 8797\n"
+                   f"workers:\n  - host: {lab.hosts[1].addr}\n    nthreads: 1\n")
+    cli = Cli(tmp_path / "home")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        up = cli("up", inv, "--json")
+        assert up.code == 0, up.out + up.err
+        assert cli("status").code == 0
+        assert cli("down").code == 0
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        if agent is not None:
+            subprocess.run(["ssh-agent", "-k"], env={**os.environ, **env}, capture_output=True)
+    assert clean(lab, lab.hosts[:2])
+
+
+def test_without_config_or_agent_the_key_is_refused(lab, tmp_path, workdir):
+    from conftest import Cli
+
+    fake_home = tmp_path / "user"
+    (fake_home / ".ssh").mkdir(parents=True)
+    inv = tmp_path / "nokey.yaml"
+    inv.write_text(f"defaults:\n  python: {CLIENT_PYTHON}\n  workdir: {workdir}\n  connect_timeout: 3\n"
+                   f"scheduler:\n  host: {lab.hosts[0].addr}\n  port: 8796\n  dashboard_port: 8797\n"
+                   f"workers:\n  - host: {lab.hosts[1].addr}\n")
+    saved = {k: os.environ.get(k) for k in ("HOME", "SSH_AUTH_SOCK")}
+    os.environ.update({"HOME": str(fake_home), "SSH_AUTH_SOCK": ""})
+    try:
+        result = Cli(tmp_path / "home")("up", inv)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert result.code == 3, result.out + result.err
+    assert f"permission denied for {lab.hosts[0].addr}" in result.err
+    assert clean(lab, lab.hosts[:2])

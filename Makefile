@@ -1,0 +1,25 @@
+# make demo: bring up the embedded local cluster, show it, take it down.
+# make test: the whole suite (unit, local processes, and the SSH lab when run as root).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/clusterctl
+
+.PHONY: venv test demo clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: venv
+	$(PY) -m pytest
+
+demo: venv
+	$(CLI) up inventory/local.yaml && { $(CLI) status; rc=$$?; $(CLI) down; exit $$rc; }
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
