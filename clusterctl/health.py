@@ -63,22 +63,21 @@ async def probe(pool: Pool, host: Host, python: str, *, check: list[dict] = (),
     return result
 
 
-def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list[str]:
-    """Differences that break a Dask cluster: python, dask, distributed anywhere; xgboost where present."""
+def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list[tuple[str, str]]:
+    """(host id, problem) for differences that break a Dask cluster: python, dask and distributed
+    anywhere, xgboost where both sides have it; and dask or distributed missing."""
     problems = []
     for p in probes:
         if p.error is not None:
             continue
         for name in ("dask", "distributed"):
             if p.versions.get(name) is None:
-                problems.append(f"[{p.host.id}] {name} is not installed for {p.python}: install it, or set"
-                                " 'python:' to an interpreter that has it")
+                problems.append((p.host.id, f"[{p.host.id}] {name} is not installed for {p.python}: install"
+                                 " it, or set 'python:' to an interpreter that has it"))
         for name in ("python", "dask", "distributed", "xgboost"):
             mine, theirs = client.get(name), p.versions.get(name)
-            if name == "xgboost" and (mine is None or theirs is None):
-                continue
             if theirs is not None and mine is not None and mine != theirs:
-                problems.append(f"[{p.host.id}] {name} {theirs} differs from the client's {mine}")
+                problems.append((p.host.id, f"[{p.host.id}] {name} {theirs} differs from the client's {mine}"))
     return problems
 
 

@@ -217,61 +217,56 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             return await _apply(pool, cluster, current, the_plan, result, unreachable, timeout, say)
 
 
-async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: ClusterState,
-                     client: dict) -> tuple[UpResult, dict[str, bool], set[str]]:
-    recorded_by_host = _by_host(current.processes, lambda r: r.host)
+def _probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list, dict[str, set[str]]]:
+    """One probe per (host, interpreter): its desired ports and its recorded processes; roles per host."""
     targets: dict[tuple, tuple[Host, str, list[dict], list[int]]] = {}
     roles: dict[str, set[str]] = {}
     for p in cluster.processes:
-        key = (p.host.key, p.python)
-        host, py, check, ports = targets.setdefault(key, (p.host, p.python, [], []))
-        ports.extend(p.ports)
+        targets.setdefault((p.host.key, p.python), (p.host, p.python, [], []))[3].extend(p.ports)
         roles.setdefault(p.host.id, set()).add(p.role)
-    for host_id, recs in recorded_by_host.items():
+    for host_id, recs in _by_host(current.processes, lambda r: r.host).items():
         host = current.host(host_id)
         key = next((k for k in targets if k[0] == host.key), (host.key, recs[0].python))
         targets.setdefault(key, (host, recs[0].python, [], []))[2].extend(
             {"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs)
         roles.setdefault(host_id, set()).add("recorded")
-    probes = await health.gather_probes(pool, list(targets.values()))
+    return list(targets.values()), roles
+
+
+async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: ClusterState,
+                     client: dict) -> tuple[UpResult, dict[str, bool], set[str]]:
+    """Probe every host; raise ``PreflightFailed`` if a host that answered is not fit to run Dask."""
+    targets, roles = _probe_targets(cluster, current)
+    probes = await health.gather_probes(pool, targets)
 
     alive = {name: info["alive"] for p in probes for name, info in p.alive.items()}
     scheduler_alive = alive.get(cluster.scheduler.name, False)
     rows: dict[str, HostRow] = {}
-    problems: list[str] = []
+    failed: list[tuple[str, str]] = []  # (host id, what to fix)
     unreachable: set[str] = set()
     for p in probes:
         row = rows.setdefault(p.host.id, HostRow(p.host.id, sorted(roles.get(p.host.id, ())), "ok",
                                                  versions=p.versions))
-        if p.error is not None:
-            row.status = "unreachable" if not p.reachable else "failed"
-            row.message = p.error.message
-            if p.reachable:
-                problems.append(p.error.message)
-            else:
-                unreachable.add(p.host.id)
-            continue
-        busy = {port: who for port, who in p.ports.items() if who}
-        if busy and not scheduler_alive:
-            for port, who in busy.items():
-                msg = (f"[{p.host.id}] port {port} is already in use ({who}): stop that process or choose"
-                       " another port in the inventory")
-                problems.append(msg)
-                row.status, row.message = "failed", msg
-    mismatch = health.version_problems([p for p in probes if p.error is None], client)
-    for msg in mismatch:
-        host_id = msg[1:msg.index("]")]
+        if p.error is not None and not p.reachable:
+            unreachable.add(p.host.id)
+            row.status, row.message = "unreachable", p.error.message
+        elif p.error is not None:
+            failed.append((p.host.id, p.error.message))
+        elif not scheduler_alive:
+            failed += [(p.host.id, f"[{p.host.id}] port {port} is already in use ({who}): stop that process"
+                        " or choose another port in the inventory") for port, who in p.ports.items() if who]
+    failed += health.version_problems([p for p in probes if p.error is None], client)
+    for host_id, msg in failed:
         rows[host_id].status, rows[host_id].message = "failed", msg
-    problems += mismatch
     result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
                       dashboard_url=cluster.dashboard_url, rows=list(rows.values()),
-                      client_versions=client, problems=problems)
+                      client_versions=client, problems=[msg for _, msg in failed])
     if cluster.scheduler.host.id in unreachable:
-        result.problems.append(f"[{cluster.scheduler.host.id}] the scheduler host cannot be reached")
+        result.problems.append(rows[cluster.scheduler.host.id].message)
         raise PreflightFailed("the scheduler host cannot be reached; nothing was started", result)
-    if problems:
-        raise PreflightFailed(f"preflight failed on {len({m[1:m.index(']')] for m in problems})} host(s);"
-                              " nothing was started", result)
+    if failed:
+        raise PreflightFailed(f"preflight failed on {len({h for h, _ in failed})} host(s); nothing was started",
+                              result)
     if unreachable:
         result.problems += [rows[h].message for h in sorted(unreachable)]
         result.exit_code = PARTIAL

@@ -45,8 +45,8 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
             if not (force and inventory is not None):
                 raise
             current = None
-        if current is None and force and inventory is not None:
-            current = state_from_inventory(inventory)
+        if force and inventory is not None:
+            current = _with_inventory(current, state_from_inventory(inventory))
         if current is None:
             return DownResult(cluster=name, nothing=True)
         result = DownResult(cluster=name)
@@ -75,6 +75,17 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
             states.forget(name)
             result.forgotten = True
         return result
+
+
+def _with_inventory(current: ClusterState | None, from_inventory: ClusterState) -> ClusterState:
+    """The recorded state plus the inventory's hosts, so a partial state still gets every host swept."""
+    if current is None:
+        return from_inventory
+    for host_id, host in from_inventory.hosts.items():
+        current.hosts.setdefault(host_id, host)
+        current.roots.setdefault(host_id, from_inventory.roots[host_id])
+        current.pythons.setdefault(host_id, from_inventory.pythons[host_id])
+    return current
 
 
 async def _retire_all(pool: Pool, current: ClusterState) -> bool:
