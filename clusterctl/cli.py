@@ -24,7 +24,8 @@ CLUSTER = typer.Option(None, "--cluster", "-c", help="Act on this cluster instea
 DEFAULT_INVENTORY = Path("inventory/local.yaml")
 
 
-def _run(console: Console, work: Callable[[], Any]) -> None:
+def _run(console: Console, work: Callable[[], Any],
+         interrupted: str = "interrupted; what this run had started was stopped") -> None:
     """Run a command body; map errors to exit codes and never show a traceback to the user."""
     try:
         code = work()
@@ -35,7 +36,7 @@ def _run(console: Console, work: Callable[[], Any]) -> None:
         console.error(exc, {"result": _plain(result)} if result is not None else None)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console.err.print("interrupted; what this run had started was stopped")
+        console.err.print(interrupted, markup=False)
         raise typer.Exit(130) from None
     except typer.Exit:
         raise
@@ -127,8 +128,8 @@ def logs(
 
             try:
                 asyncio.run(stream())
-            except KeyboardInterrupt:
-                return 0
+            except KeyboardInterrupt:  # Ctrl-C is how --follow ends
+                pass
             return 0
         tails = asyncio.run(statuses.tails(current, records, lines))
         if console.json:
@@ -139,6 +140,36 @@ def logs(
         return 0
 
     _run(console, work)
+
+
+@app.command()
+def submit(
+    job: Path = typer.Argument(..., help="The job module: a .py file that defines run(client, **params)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE for run(); repeat for more."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default:"
+                                          " runs/<timestamp>-<job>/)."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """Run a job module on the cluster and save its result, log and artifacts in a run folder.
+
+    Ctrl-C cancels the job's work on the cluster. A failing job exits 1 and keeps its run folder.
+    """
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import jobs, status as statuses
+
+        current = statuses.load_state(cluster)
+        the_job = jobs.load(job)
+        params = jobs.parse_params(the_job, param)
+        with console.progress(f"running {the_job.name} on {current.cluster}") as progress:
+            result = jobs.submit(current, the_job, params, output, quiet=console.json,
+                                 progress=lambda text: progress("job", text=text))
+        console.job_result(result)
+        return 0
+
+    _run(console, work, interrupted="interrupted; the job's work on the cluster was cancelled")
 
 
 @app.command()

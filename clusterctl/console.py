@@ -26,6 +26,22 @@ def _size(n: Any) -> str:
     return str(n)
 
 
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _yes(value: Any) -> str:
     return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}.get(value, str(value))
 
@@ -73,7 +89,7 @@ class Console:
             yield update
 
     def _plain_progress(self, event: str, **info: Any) -> None:
-        if not self.json and event != "wait":
+        if not self.json and event not in ("wait", "job"):  # no spinner: skip the ticking events
             self.err.print(self._describe(event, info), markup=False)
 
     @staticmethod
@@ -86,6 +102,8 @@ class Console:
             return f"stopping {len(info['names'])} process(es): {', '.join(info['names'])}"
         if event == "start":
             return f"starting {len(info['names'])} process(es)"
+        if event == "job":
+            return info["text"]
         if event == "wait":
             sched = "up" if info["scheduler"] else "starting"
             return f"scheduler {sched}; workers registered {info['registered']}/{info['expected']}"
@@ -172,6 +190,21 @@ class Console:
         else:
             self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is NOT fully down; its state is kept. Fix the"
                            " hosts above, then run 'clusterctl down' again (or 'down --force').")
+
+    # -- submit --------------------------------------------------------------------------------
+    def job_result(self, submitted: Any) -> None:
+        if self.json:
+            self.emit({"job": submitted.job, "cluster": submitted.cluster, "run_dir": submitted.run_dir,
+                       "seconds": round(submitted.seconds, 3), "artifacts": submitted.artifacts,
+                       **submitted.result})
+            return
+        table = Table(title=f"{submitted.job} on {submitted.cluster}", title_justify="left", show_header=False)
+        table.add_column("field")
+        table.add_column("value", overflow="fold")
+        for key, value in _flatten(submitted.result):
+            table.add_row(escape(key), escape(_fmt(value)))
+        self.out.print(table)
+        self.out.print(f"took {submitted.seconds:.1f} s; results in {submitted.run_dir}/", markup=False)
 
     # -- logs ----------------------------------------------------------------------------------
     def log_block(self, name: str, text: str) -> None:

@@ -1,0 +1,284 @@
+"""``submit``: load a job module, connect to the recorded cluster, ship the job, run it, keep the result.
+
+A job module defines ``run(client, **params) -> dict``. Parameters given as ``KEY=VALUE`` are
+converted to the types of ``run``'s signature. The job's whole folder (its ``.py`` files) is zipped
+and uploaded to every worker, so the job may import sibling modules there. The result goes to a run
+folder: ``result.json``, ``job.log``, and any ``artifacts`` ({filename: bytes}) the job returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import io
+import json
+import logging
+import socket
+import sys
+import tempfile
+import time
+import traceback
+import typing
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterctl.errors import ClusterctlError, UsageError
+from clusterctl.state import ClusterState
+
+CONNECT_TIMEOUT = 10.0
+TRUE, FALSE = {"1", "true", "yes", "on", "y"}, {"0", "false", "no", "off", "n"}
+
+
+class JobFailed(ClusterctlError):
+    """The job itself raised; the run folder is kept."""
+
+
+@dataclass
+class Job:
+    name: str
+    path: Path
+    run: Callable[..., dict]
+    signature: inspect.Signature
+    hints: dict[str, Any]
+
+
+@dataclass
+class SubmitResult:
+    job: str
+    cluster: str
+    run_dir: str
+    seconds: float
+    result: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+
+
+def load(path: Path) -> Job:
+    """Import the job from its file, its folder first on sys.path so that sibling modules resolve."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".py":
+        raise UsageError(f"job file {path} does not exist or is not a .py file")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    try:
+        sys.modules.pop(name, None)
+        module = importlib.import_module(name)
+    except Exception as exc:  # the job's own import error, shown as the job's message
+        raise UsageError(f"job {path} cannot be imported: {type(exc).__name__}: {exc}") from None
+    if Path(getattr(module, "__file__", "") or "").resolve() != path.resolve():
+        raise UsageError(f"job {path}: the module name {name!r} is taken by {module.__file__};"
+                         " rename the job file")
+    run = getattr(module, "run", None)
+    if not callable(run):
+        raise UsageError(f"job {path} has no run(client, **params) function")
+    try:
+        hints = typing.get_type_hints(run)
+    except Exception:  # unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    return Job(name=name, path=path, run=run, signature=inspect.signature(run), hints=hints)
+
+
+def parse_params(job: Job, pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> keyword arguments typed like ``run``'s parameters."""
+    accepted = {n: p for n, p in list(job.signature.parameters.items())[1:]
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r}: write it as KEY=VALUE")
+        if key not in accepted:
+            known = ", ".join(accepted) or "none"
+            raise UsageError(f"--param {key}: job {job.name} has no such parameter (it takes: {known})")
+        params[key] = _convert(key, value, _target_type(job, accepted[key]))
+    missing = [n for n, p in accepted.items() if p.default is p.empty and n not in params]
+    if missing:
+        raise UsageError(f"job {job.name} needs --param {missing[0]}=VALUE")
+    return params
+
+
+def _target_type(job: Job, param: inspect.Parameter) -> Any:
+    hint = job.hints.get(param.name)
+    if hint is None:
+        return type(param.default) if param.default not in (param.empty, None) else str
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        return args[0]
+    return hint
+
+
+def _convert(key: str, value: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            lowered = value.strip().lower()
+            if lowered in TRUE | FALSE:
+                return lowered in TRUE
+            raise ValueError
+        if kind in (int, float, str):
+            return kind(value)
+    except ValueError:
+        raise UsageError(f"--param {key}={value}: not a valid {kind.__name__}") from None
+    return value  # other annotations: the job gets the text
+
+
+def run_dir(output: Path | None, job: str) -> Path:
+    if output is None:
+        output = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{job}"
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def _bundle(job: Job, into: Path) -> Path:
+    """Zip the job's folder (.py files, packages included) under a name that changes with its content,
+    so a re-upload is imported fresh by workers that already imported an older one."""
+    folder = job.path.resolve().parent
+    files = sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and not
+                   any(part.startswith(".") for part in p.relative_to(folder).parts))
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    bundle = into / f"clusterctl-job-{job.name}-{digest.hexdigest()[:12]}.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in files:
+            zf.write(p, p.relative_to(folder).as_posix())
+    return bundle
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, with the next step, when nothing listens at the scheduler's address."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except OSError as exc:
+        raise ClusterctlError(f"the scheduler at {address} does not answer ({exc.strerror or exc}): see"
+                              " 'clusterctl status', and 'clusterctl up INVENTORY' to restart it") from None
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path, quiet: bool) -> Iterator[None]:
+    """The job's logging and prints go to job.log (and stderr unless quiet): stdout stays for --json."""
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    with open(log_path, "a") as log, contextlib.redirect_stdout(_Tee(log, None if quiet else sys.stderr)):
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+            handler.close()
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: Any):
+        self.streams = [s for s in streams if s is not None]
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+
+def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path | None,
+           quiet: bool = False, progress: Callable[[str], None] | None = None) -> SubmitResult:
+    """Run the job on the cluster and save what it returns. Raises ``JobFailed`` (run folder kept)."""
+    check_reachable(current.scheduler_address)
+    folder = run_dir(output, job.name)
+    started = time.perf_counter()
+    with _captured(folder / "job.log", quiet):
+        from distributed import Client
+
+        try:
+            client = Client(current.scheduler_address, timeout=CONNECT_TIMEOUT, set_as_default=True)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterctlError(f"cannot connect to the scheduler at {current.scheduler_address}: {exc}"
+                                  " (see 'clusterctl status')") from None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                client.upload_file(str(_bundle(job, Path(tmp))))
+            with _watching(client, progress):
+                result = _call(job, client, params, folder)
+        except BaseException:
+            _cancel(client)
+            raise
+        finally:
+            client.close(timeout=5)
+    seconds = time.perf_counter() - started
+    artifacts = _write_artifacts(folder, result.pop("artifacts", None) or {})
+    record = {"job": job.name, "cluster": current.cluster, "params": params, "seconds": round(seconds, 3),
+              "artifacts": artifacts, "result": result}
+    (folder / "result.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return SubmitResult(job=job.name, cluster=current.cluster, run_dir=str(folder), seconds=seconds,
+                        result=result, artifacts=artifacts)
+
+
+def _call(job: Job, client: Any, params: dict[str, Any], folder: Path) -> dict:
+    try:
+        result = job.run(client, **params)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        logging.getLogger("clusterctl.job").error("job failed:\n%s", traceback.format_exc())
+        raise JobFailed(f"job {job.name} failed: {type(exc).__name__}: {exc} (log and traceback in"
+                        f" {folder / 'job.log'})") from None
+    if not isinstance(result, dict):
+        raise JobFailed(f"job {job.name} returned {type(result).__name__}, not a dict")
+    return result
+
+
+def _write_artifacts(folder: Path, artifacts: dict) -> list[str]:
+    written = []
+    for name, data in artifacts.items():
+        target = folder / Path(name).name  # no paths outside the run folder
+        target.write_bytes(data if isinstance(data, bytes) else str(data).encode())
+        written.append(target.name)
+    return written
+
+
+def _cancel(client: Any) -> None:
+    """Ctrl-C or a failure: cancel what this client still has on the cluster."""
+    with contextlib.suppress(Exception):
+        client.cancel(list(client.futures), force=True)
+
+
+@contextlib.contextmanager
+def _watching(client: Any, progress: Callable[[str], None] | None) -> Iterator[None]:
+    """Report the cluster's task counts every half second while the job runs."""
+    if progress is None:
+        yield
+        return
+    import threading
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            with contextlib.suppress(Exception):
+                info = client.scheduler_info(n_workers=-1)
+                counts: dict[str, int] = {}
+                for w in info.get("workers", {}).values():
+                    for state, n in (w.get("metrics", {}).get("task_counts") or {}).items():
+                        counts[state] = counts.get(state, 0) + n
+                busy = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "idle"
+                progress(f"{len(info.get('workers', {}))} workers: {busy}")
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=2)

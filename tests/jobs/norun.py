@@ -1,0 +1,3 @@
+"""A module without a run() function: submit must refuse it."""
+
+VALUE = 1
