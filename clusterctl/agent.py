@@ -19,15 +19,21 @@ import urllib.request
 MARKER = "CLUSTERCTL_PROCESS"
 
 
-def _version(dist):
+# A module can come from several distributions: xgboost-cpu installs the same `xgboost` module.
+DISTRIBUTIONS = {"dask": ("dask",), "distributed": ("distributed",), "xgboost": ("xgboost", "xgboost-cpu")}
+
+
+def _version(module):
     try:
         from importlib import metadata
     except ImportError:  # pragma: no cover - python < 3.8
         return None
-    try:
-        return metadata.version(dist)
-    except Exception:
-        return None
+    for dist in DISTRIBUTIONS[module]:
+        try:
+            return metadata.version(dist)
+        except Exception:
+            continue
+    return None
 
 
 def _importable(module):
@@ -139,7 +145,7 @@ def op_probe(req):
         "executable": sys.executable,
         "hostname": socket.gethostname(),
         "packages": {name: (_version(name) if _importable(name) else None)
-                     for name in ("dask", "distributed", "xgboost")},
+                     for name in DISTRIBUTIONS},
         "ports": ports,
         "alive": alive,
     }

@@ -19,12 +19,18 @@ HTTP_TIMEOUT = 5.0
 
 
 def client_versions() -> dict[str, str | None]:
+    """The same facts as the agent's probe, for this machine (the agent's table of distributions)."""
+    from clusterctl.agent import DISTRIBUTIONS
+
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = None
+        for dist in DISTRIBUTIONS[name]:
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return versions
 
 
