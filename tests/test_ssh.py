@@ -351,3 +351,14 @@ def test_without_config_or_agent_the_key_is_refused(lab, tmp_path, workdir):
     assert result.code == 3, result.out + result.err
     assert f"permission denied for {lab.hosts[0].addr}" in result.err
     assert clean(lab, lab.hosts[:2])
+
+
+def test_submit_runs_on_the_lab_workers(lab, ssh_cli, three, tmp_path):
+    assert ssh_cli("up", three).code == 0
+    jobs = Path(__file__).parent / "jobs"
+    result = ssh_cli("submit", jobs / "trivial.py", "-p", "n=30", "-o", tmp_path / "run", "--json")
+    assert result.code == 0, result.out + result.err
+    answer = result.json
+    assert answer["total"] == sum(i * i for i in range(30)) and answer["n_workers"] == 3
+    assert answer["worker_hosts"] == sorted(h.addr for h in lab.hosts[1:4])
+    assert (tmp_path / "run" / "result.json").exists()
