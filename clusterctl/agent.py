@@ -8,6 +8,7 @@ environment (inherited by their children), never by pid alone.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,9 +200,15 @@ def op_stop(req):
                 if value in dirs or (prefix and value.startswith(prefix))}
 
     targets = ours()
-    leaders = [pid for pid, value in targets.items()
-               if pid in {p.get("pid") for p in req.get("procs", [])}] or list(targets)
-    _signal(leaders, signal.SIGTERM)
+    leaders = [pid for pid, value in targets.items() if pid in {p.get("pid") for p in req.get("procs", [])}]
+    # The whole group at once (each leader started its own session): a nanny whose worker child is
+    # already closing (retired, or its scheduler gone) otherwise waits 8 s before killing it.
+    for pid in leaders:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    _signal([pid for pid in targets if pid not in leaders], signal.SIGTERM)
     deadline = time.time() + req.get("grace", 10)
     while ours() and time.time() < deadline:
         time.sleep(0.05)
@@ -212,6 +219,9 @@ def op_stop(req):
         while ours() and time.time() < deadline:
             time.sleep(0.05)
     left = ours()
+    if not left:  # nothing of the cluster runs here any more: its keys need not stay either
+        for path in req.get("remove", []):
+            shutil.rmtree(path, ignore_errors=True)
     return {
         "stopped": sorted({value for value in targets.values()}),
         "killed": sorted({value for value in killed.values()}),

@@ -66,6 +66,8 @@ def _plain(obj: Any) -> Any:
 def up(
     inventory: Path = typer.Argument(DEFAULT_INVENTORY, help="The host inventory (YAML)."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for every worker to register."),
+    rotate_certs: bool = typer.Option(False, "--rotate-certs", help="Issue a new CA and certificates and"
+                                      " restart every process with them; the old ones stop working."),
     json_output: bool = JSON,
 ) -> None:
     """Check the hosts, start the scheduler and workers, wait until healthy, record what runs.
@@ -79,7 +81,8 @@ def up(
 
         inv = inventories.load(inventory)
         with console.progress("starting") as progress:
-            result = asyncio.run(reconcile.up(inv, timeout=timeout, progress=progress))
+            result = asyncio.run(reconcile.up(inv, timeout=timeout, progress=progress,
+                                              rotate_certs=rotate_certs))
         console.up_result(result)
         return result.exit_code
 
@@ -148,6 +151,8 @@ def submit(
     param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE for run(); repeat for more."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default:"
                                           " runs/<timestamp>-<job>/)."),
+    tunnel: bool = typer.Option(False, "--tunnel", help="Reach the scheduler through the SSH connection"
+                                " to its host (firewall, bastion)."),
     cluster: Optional[str] = CLUSTER,
     json_output: bool = JSON,
 ) -> None:
@@ -165,11 +170,48 @@ def submit(
         params = jobs.parse_params(the_job, param)
         with console.progress(f"running {the_job.name} on {current.cluster}") as progress:
             result = jobs.submit(current, the_job, params, output, quiet=console.json,
-                                 progress=lambda text: progress("job", text=text))
+                                 progress=lambda text: progress("job", text=text), tunnel=tunnel)
         console.job_result(result)
         return 0
 
     _run(console, work, interrupted="interrupted; the job's work on the cluster was cancelled")
+
+
+@app.command()
+def dashboard(
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="Local port (default: any free one)."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """Open an SSH tunnel to the scheduler's dashboard and print its local URL; Ctrl-C closes it.
+
+    The dashboard listens on the scheduler host's loopback unless the inventory's
+    scheduler.dashboard_host exposes it.
+    """
+    console = Console(json_output)
+
+    def work() -> int:
+        import time
+        from urllib.parse import urlsplit
+
+        from clusterctl import status as statuses, tunnel
+
+        current = statuses.load_state(cluster)
+        target = urlsplit(current.http_url)
+        with tunnel.forwarded(current, target.hostname or "127.0.0.1", target.port or 8787, port) as local:
+            url = f"http://127.0.0.1:{local}/status"
+            if console.json:
+                console.emit({"cluster": current.cluster, "url": url, "local_port": local})
+            else:
+                console.line(f"dashboard of {current.cluster}: {url}  (Ctrl-C closes the tunnel;"
+                             " the pages need bokeh on the scheduler host: pip install bokeh)")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return 0
+
+    _run(console, work)
 
 
 @app.command()

@@ -49,8 +49,10 @@ def _yes(value: Any) -> str:
 class Console:
     def __init__(self, json_output: bool = False):
         self.json = json_output
-        self.out = RichConsole(highlight=False, soft_wrap=True)
-        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        # Not a terminal (a log, CI): wide enough that tables do not fold.
+        width = None if sys.stdout.isatty() else 160
+        self.out = RichConsole(highlight=False, soft_wrap=True, width=width)
+        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True, width=width)
 
     # -- generic -------------------------------------------------------------------------------
     def emit(self, obj: Any) -> None:
@@ -112,21 +114,22 @@ class Console:
     # -- up ------------------------------------------------------------------------------------
     def host_report(self, rows: list, client: dict) -> None:
         table = Table(title="hosts", title_justify="left")
-        for col in ("host", "roles", "status", "python", "dask", "distributed", "xgboost", "message"):
-            table.add_column(col, overflow="fold")
+        for col in ("host", "roles", "status", "python", "dask", "distributed", "xgboost"):
+            table.add_column(col, no_wrap=True)
         table.add_row("(client)", "", "", *(str(client.get(k) or "-") for k in
-                                            ("python", "dask", "distributed", "xgboost")), "")
+                                            ("python", "dask", "distributed", "xgboost")))
         colour = {"ok": "green", "unreachable": "yellow", "failed": "red"}
         for r in rows:
             table.add_row(escape(r.host), ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
-                          *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")),
-                          escape(r.message))
+                          *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")))
         self.out.print(table)
 
     def up_result(self, result: Any) -> None:
         if self.json:
             self.emit(result)
             return
+        for text in result.warnings:
+            self.warn(text)
         if result.problems:
             self.host_report(result.rows, result.client_versions)
             for problem in result.problems:
@@ -142,8 +145,10 @@ class Console:
                                                           else []) + [f"kept {len(result.kept)}"]
             self.out.print(f"cluster [bold]{escape(result.cluster)}[/]: " + ", ".join(parts))
         self.out.print(f"scheduler  {result.scheduler_address}", markup=False)
-        self.out.print(f"dashboard  {result.dashboard_url}", markup=False)
-        self.out.print("next: clusterctl status | clusterctl logs HOST | clusterctl down", markup=False)
+        self.out.print(f"dashboard  {result.dashboard_url}" + ("  (on the scheduler host: open it with"
+                       " 'clusterctl dashboard')" if "://127.0.0.1:" in result.dashboard_url else ""), markup=False)
+        self.out.print("next: clusterctl status | clusterctl submit JOB.py | clusterctl logs HOST |"
+                       " clusterctl down", markup=False)
 
     # -- status --------------------------------------------------------------------------------
     def status(self, report: dict) -> None:

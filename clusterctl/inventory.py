@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -57,6 +57,13 @@ class _SchedulerEntry(_HostSettings):
     host: str
     port: Port = 8786
     dashboard_port: Port = 8787
+    dashboard_host: str = "127.0.0.1"  # loopback: reach it with `clusterctl dashboard`
+
+
+class _TlsFiles(_Strict):
+    ca_file: str
+    cert: str
+    key: str
 
 
 class _WorkerEntry(_HostSettings, _WorkerSettings):
@@ -66,6 +73,8 @@ class _WorkerEntry(_HostSettings, _WorkerSettings):
 
 class _InventoryFile(_Strict):
     name: str | None = None
+    # YAML reads a bare `off` as false, so a bool is accepted too.
+    tls: Literal["auto", "off"] | bool | _TlsFiles = "auto"
     defaults: _Defaults = Field(default_factory=_Defaults)
     scheduler: _SchedulerEntry
     workers: list[_WorkerEntry] = Field(min_length=1)
@@ -104,6 +113,17 @@ class SchedulerSpec:
     workdir: str
     port: int
     dashboard_port: int
+    dashboard_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """``auto``: clusterctl's own CA; ``files``: the operator's PKI; ``off``: plain TCP (warned)."""
+
+    mode: str = "auto"
+    ca_file: str | None = None
+    cert: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,7 @@ class Inventory:
     path: str
     scheduler: SchedulerSpec
     workers: tuple[WorkerGroup, ...]
+    tls: TlsConfig = TlsConfig()
 
     def hosts(self) -> list[Host]:
         """Every distinct host, scheduler first."""
@@ -259,6 +280,8 @@ def parse(text: str, file: Path) -> Inventory:
                 workers.append((i, entry))
     name = top.name if top is not None and top.name is not None else file.stem
     inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
+    if inventory is not None and top is not None:
+        inventory = replace(inventory, tls=_tls(top.tls, lines, problems))
     if problems:
         problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]
@@ -340,5 +363,18 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
                          f"same as scheduler.port ({s.port}); give the dashboard its own port"))
     scheduler = SchedulerSpec(host=s_host, python=python_of(s, ("scheduler",), s_host),
                               workdir=setting(s, ("scheduler",), "workdir", DEFAULT_WORKDIR)[0],
-                              port=s.port, dashboard_port=s.dashboard_port)
+                              port=s.port, dashboard_port=s.dashboard_port, dashboard_host=s.dashboard_host)
     return Inventory(name=name, path=str(file.resolve()), scheduler=scheduler, workers=tuple(groups))
+
+
+def _tls(raw: Any, lines: dict, problems: list) -> TlsConfig:
+    if raw is True or raw == "auto":
+        return TlsConfig("auto")
+    if raw is False or raw == "off":
+        return TlsConfig("off")
+    for field in ("ca_file", "cert", "key"):
+        path = os.path.expanduser(getattr(raw, field))
+        if not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            problems.append((_line_of(lines, ("tls", field)), f"tls.{field}", f"{path} is missing or unreadable"))
+    return TlsConfig("files", *(os.path.abspath(os.path.expanduser(getattr(raw, f)))
+                                for f in ("ca_file", "cert", "key")))

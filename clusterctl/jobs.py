@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterctl import tls
 from clusterctl.errors import ClusterctlError, UsageError
 from clusterctl.state import ClusterState
 
@@ -193,18 +194,34 @@ class _Tee(io.TextIOBase):
 
 
 def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path | None,
-           quiet: bool = False, progress: Callable[[str], None] | None = None) -> SubmitResult:
-    """Run the job on the cluster and save what it returns. Raises ``JobFailed`` (run folder kept)."""
-    check_reachable(current.scheduler_address)
+           quiet: bool = False, progress: Callable[[str], None] | None = None,
+           tunnel: bool = False) -> SubmitResult:
+    """Run the job on the cluster and save what it returns. Raises ``JobFailed`` (run folder kept).
+    With ``tunnel`` the client reaches the scheduler through the SSH connection to its host."""
+    if not tunnel:
+        return _submit(current, current.scheduler_address, job, params, output, quiet, progress)
+    from clusterctl import tunnel as tunnels
+
+    scheme, _, hostport = current.scheduler_address.partition("://")
+    host, _, port = hostport.rpartition(":")
+    with tunnels.forwarded(current, host.strip("[]"), int(port)) as local_port:
+        return _submit(current, f"{scheme}://127.0.0.1:{local_port}", job, params, output, quiet, progress)
+
+
+def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any], output: Path | None,
+            quiet: bool, progress: Callable[[str], None] | None) -> SubmitResult:
+    check_reachable(address)
     folder = run_dir(output, job.name)
     started = time.perf_counter()
     with _captured(folder / "job.log", quiet):
         from distributed import Client
 
         try:
-            client = Client(current.scheduler_address, timeout=CONNECT_TIMEOUT, set_as_default=True)
+            security = tls.Credentials(Path(current.tls["ca"]), Path(current.tls["cert"]),
+                                       Path(current.tls["key"])).security() if current.tls else None
+            client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=True, security=security)
         except (OSError, TimeoutError) as exc:
-            raise ClusterctlError(f"cannot connect to the scheduler at {current.scheduler_address}: {exc}"
+            raise ClusterctlError(f"cannot connect to the scheduler at {address}: {exc}"
                                   " (see 'clusterctl status')") from None
         try:
             with tempfile.TemporaryDirectory() as tmp:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from clusterctl import health, remote, spec as specs, state as states
-from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError
+from clusterctl import health, remote, spec as specs, state as states, tls
+from clusterctl.errors import OK, PARTIAL, ClusterctlError, UsageError
 from clusterctl.inventory import Host, Inventory
 from clusterctl.spec import ClusterSpec, ProcessSpec
 from clusterctl.state import ClusterState, ProcessRecord
@@ -37,8 +37,9 @@ class Plan:
 
 
 def plan(desired: Sequence[ProcessSpec], recorded: Sequence[ProcessRecord], alive: Mapping[str, bool],
-         unreachable: set[str] = frozenset()) -> Plan:
-    """Pure decision: what to keep, start, stop and forget. Hosts in ``unreachable`` are left alone."""
+         unreachable: set[str] = frozenset(), replace_all: bool = False) -> Plan:
+    """Pure decision: what to keep, start, stop and forget. Hosts in ``unreachable`` are left alone;
+    ``replace_all`` restarts every running process (new certificates)."""
     result = Plan()
     records = {r.name: r for r in recorded}
     for want in desired:
@@ -47,7 +48,7 @@ def plan(desired: Sequence[ProcessSpec], recorded: Sequence[ProcessRecord], aliv
             if record is not None:
                 result.unknown.append(record)
             continue
-        if record is not None and alive.get(record.name) and record.argv == list(want.argv):
+        if record is not None and alive.get(record.name) and record.argv == list(want.argv) and not replace_all:
             result.keep.append(want)
             continue
         if record is not None:
@@ -85,6 +86,7 @@ class UpResult:
     stopped: list[str] = field(default_factory=list)
     not_registered: dict[str, str] = field(default_factory=dict)  # worker -> tail of its log
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     exit_code: int = OK
 
 
@@ -139,6 +141,8 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec]) -> tuple[dict[str, in
         assert transport is not None
         payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env)} for p in group]
         try:
+            for remote_path, local in {dst: src for p in group for src, dst in p.files}.items():
+                await transport.put(local, remote_path, 0o600)
             return (await remote.call(transport, group[0].python, "start", procs=payload))["started"]
         except ClusterctlError as exc:
             return {p.name: {"error": exc.message} for p in group}
@@ -186,17 +190,25 @@ def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | No
                         pythons=pythons, versions=client)
 
 
-async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None = None) -> UpResult:
+async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None = None,
+             rotate_certs: bool = False) -> UpResult:
     """Bring the cluster to what ``inv`` describes. Raises ``PreflightFailed`` before starting anything
     when a reachable host is misconfigured; returns a result whose ``exit_code`` is 3 when some hosts
     failed and 1 when the scheduler could not be started (and everything started was stopped)."""
     say = progress or (lambda *a, **k: None)
-    cluster = specs.build(inv)
+    if rotate_certs and inv.tls.mode != "auto":
+        raise UsageError(f"--rotate-certs: cluster {inv.name} uses tls: {inv.tls.mode}; clusterctl rotates"
+                         " only the certificates it made (tls: auto). Replace your files, then run up")
     client = health.client_versions()
     with states.locked(inv.name):
         previous = states.load(inv.name)
+        tls_files, client_tls = tls.for_inventory(inv.tls, states.cluster_dir(inv.name), inv.name, rotate_certs)
+        cluster = specs.build(inv, tls_files)
         current = _new_state(inv, cluster, previous, client)
+        current.tls = client_tls
         recorded = current.processes
+        new_certs = (previous is not None and previous.tls is not None and client_tls is not None
+                     and previous.tls.get("fingerprint") != client_tls["fingerprint"])
         async with Pool(states.home() / "known_hosts") as pool:
             hosts = {h.key: h for h in inv.hosts()}
             for r in recorded:
@@ -205,7 +217,10 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             await pool.open(list(hosts.values()))
             say("preflight")
             result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
-            the_plan = plan(cluster.processes, recorded, alive, unreachable)
+            if client_tls is None:
+                result.warnings.append("tls: off: anyone who can reach the scheduler port can run code on"
+                                       " every worker; remove 'tls: off' from the inventory to encrypt")
+            the_plan = plan(cluster.processes, recorded, alive, unreachable, replace_all=new_certs)
             if the_plan.empty and not unreachable:
                 identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host,
                                                               cluster.scheduler.python, cluster.http_url)

@@ -33,6 +33,7 @@ class ProcessSpec:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[int, ...] = field(default=())  # must be free on the host before start
+    files: tuple[tuple[str, str], ...] = ()  # (local, remote): copied 0600 into a 0700 folder first
 
     @property
     def log(self) -> str:
@@ -47,6 +48,7 @@ class ClusterSpec:
     scheduler_address: str
     dashboard_url: str
     http_url: str  # where the scheduler's HTTP endpoints answer, seen from its own host
+    tls: bool = False
 
     @property
     def processes(self) -> tuple[ProcessSpec, ...]:
@@ -57,18 +59,27 @@ def cluster_root(workdir: str, cluster: str) -> str:
     return posixpath.join(workdir, cluster) + "/"
 
 
-def build(inv: Inventory) -> ClusterSpec:
+TlsFiles = dict[str, tuple[str, str, str]]  # role -> local (ca, cert, key)
+
+
+def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
+    """The processes ``inv`` asks for. With ``tls_files`` every process speaks TLS only, with the
+    files of its role copied to ``<root>/tls/`` on its host; nothing secret is on a command line."""
     s = inv.scheduler
-    address = f"tcp://{_hostport(s.host.address, s.port)}"
+    scheme = "tls" if tls_files else "tcp"
+    address = f"{scheme}://{_hostport(s.host.address, s.port)}"
     name = f"{s.host.id}-scheduler"
     sdir = posixpath.join(cluster_root(s.workdir, inv.name), name)
+    dash_bind = s.dashboard_host
     scheduler = ProcessSpec(
         name=name, role="scheduler", host=s.host, python=s.python, dir=sdir,
         argv=(s.python, "-m", "dask", "scheduler", "--host", s.host.address, "--port", str(s.port),
-              "--dashboard-address", _hostport(s.host.address, s.dashboard_port),
-              "--pid-file", posixpath.join(sdir, "pid")),
-        env=(("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", repr(SCHEDULER_ROUTES)),),
+              "--dashboard-address", _hostport(dash_bind, s.dashboard_port),
+              "--pid-file", posixpath.join(sdir, "pid"))
+        + _tls_args(tls_files, s.workdir, inv.name, "scheduler"),
+        env=(("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", repr(SCHEDULER_ROUTES)),) + _tls_env(tls_files),
         ports=(s.port, s.dashboard_port),
+        files=_tls_copies(tls_files, s.workdir, inv.name, "scheduler"),
     )
     workers = []
     for group in inv.workers:
@@ -81,12 +92,41 @@ def build(inv: Inventory) -> ClusterSpec:
                     "--nanny" if group.nanny else "--no-nanny", "--no-dashboard"]
             if group.nthreads:
                 argv += ["--nthreads", str(group.nthreads)]
+            argv += _tls_args(tls_files, group.workdir, inv.name, "worker")
             workers.append(ProcessSpec(name=wname, role="worker", host=group.host, python=group.python,
-                                       dir=wdir, argv=tuple(argv)))
-    dashboard = f"http://{_hostport(s.host.address, s.dashboard_port)}/status"
-    http = f"http://{_hostport(s.host.address, s.dashboard_port)}"
+                                       dir=wdir, argv=tuple(argv), env=_tls_env(tls_files),
+                                       files=_tls_copies(tls_files, group.workdir, inv.name, "worker")))
+    # The dashboard is reached from the scheduler's own host (the agent), so loopback works.
+    http_host = "127.0.0.1" if dash_bind in ("0.0.0.0", "::", "") else dash_bind
+    http = f"http://{_hostport(http_host, s.dashboard_port)}"
+    dashboard = f"http://{_hostport(dash_bind if http_host == dash_bind else s.host.address, s.dashboard_port)}/status"
     return ClusterSpec(name=inv.name, scheduler=scheduler, workers=tuple(workers),
-                       scheduler_address=address, dashboard_url=dashboard, http_url=http)
+                       scheduler_address=address, dashboard_url=dashboard, http_url=http,
+                       tls=bool(tls_files))
+
+
+def remote_tls_paths(workdir: str, cluster: str, role: str) -> tuple[str, str, str]:
+    folder = posixpath.join(cluster_root(workdir, cluster), "tls")
+    return (posixpath.join(folder, "ca.pem"), posixpath.join(folder, f"{role}.pem"),
+            posixpath.join(folder, f"{role}-key.pem"))
+
+
+def _tls_args(tls_files: TlsFiles | None, workdir: str, cluster: str, role: str) -> tuple[str, ...]:
+    if not tls_files:
+        return ()
+    ca, cert, key = remote_tls_paths(workdir, cluster, role)
+    return ("--protocol", "tls", "--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key)
+
+
+def _tls_env(tls_files: TlsFiles | None) -> tuple[tuple[str, str], ...]:
+    # Refuse any plain-TCP connection, in or out, in every process of the cluster.
+    return (("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True"),) if tls_files else ()
+
+
+def _tls_copies(tls_files: TlsFiles | None, workdir: str, cluster: str, role: str) -> tuple[tuple[str, str], ...]:
+    if not tls_files:
+        return ()
+    return tuple(zip(tls_files[role], remote_tls_paths(workdir, cluster, role)))
 
 
 def _hostport(host: str, port: int) -> str:

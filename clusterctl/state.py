@@ -55,6 +55,7 @@ class ClusterState:
     hosts: dict[str, dict[str, Any]]  # host id -> Host fields, to reconnect without the inventory
     processes: list[ProcessRecord] = field(default_factory=list)
     pythons: dict[str, str] = field(default_factory=dict)  # host id -> interpreter for the agent
+    tls: dict[str, str] | None = None  # client credentials {mode, ca, cert, key, fingerprint}; None: plain TCP
     versions: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
 

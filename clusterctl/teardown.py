@@ -109,7 +109,7 @@ async def _sweep(pool: Pool, current: ClusterState, skip: set[str]) -> dict[str,
         if transport is None:
             return host_id, []
         answer = await remote.call(transport, python, "stop", timeout=40, grace=5,
-                                   prefix=current.roots[host_id])
+                                   prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
         return host_id, answer["left"]
 
     hosts = [h for h in current.roots if h not in skip]

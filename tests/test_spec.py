@@ -40,13 +40,13 @@ def test_scheduler_process():
     argv = list(s.argv)
     assert argv[argv.index("--host") + 1] == "10.0.0.1"
     assert argv[argv.index("--port") + 1] == "8786"
-    assert argv[argv.index("--dashboard-address") + 1] == "10.0.0.1:8787"
+    assert argv[argv.index("--dashboard-address") + 1] == "127.0.0.1:8787"  # loopback by default
     assert argv[argv.index("--pid-file") + 1] == "/shared/cc/c/10.0.0.1-scheduler/pid"
     assert s.ports == (8786, 8787)
     assert "distributed.http.scheduler.api" in dict(s.env)["DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"]
     assert c.scheduler_address == "tcp://10.0.0.1:8786"
-    assert c.dashboard_url == "http://10.0.0.1:8787/status"
-    assert c.http_url == "http://10.0.0.1:8787"
+    assert c.dashboard_url == "http://127.0.0.1:8787/status"
+    assert c.http_url == "http://127.0.0.1:8787"
     assert c.name == "c" and c.processes[0] is s
 
 
@@ -155,6 +155,7 @@ workers:
 
 def test_ipv6_scheduler_address_is_bracketed():
     c = spec_of("scheduler:\n  host: 'fd00::1'\n  port: 9000\n  dashboard_port: 9001\n"
+                "  dashboard_host: 'fd00::1'\n"
                 "workers:\n  - host: 'fd00::2'\n")
     assert c.scheduler_address == "tcp://[fd00::1]:9000"
     assert c.workers[0].argv[4] == "tcp://[fd00::1]:9000"
@@ -168,3 +169,29 @@ def test_ipv6_scheduler_address_is_bracketed():
 def test_build_is_deterministic():
     # `up` compares recorded argv with the desired one: the same inventory must give the same argv
     assert spec_of(TWO_HOSTS) == spec_of(TWO_HOSTS)
+
+
+def test_dashboard_exposed_on_all_interfaces_is_queried_on_loopback():
+    c = spec_of("scheduler:\n  host: 10.0.0.1\n  dashboard_host: 0.0.0.0\nworkers:\n  - host: w\n")
+    argv = list(c.scheduler.argv)
+    assert argv[argv.index("--dashboard-address") + 1] == "0.0.0.0:8787"
+    assert c.http_url == "http://127.0.0.1:8787"
+    assert c.dashboard_url == "http://10.0.0.1:8787/status"
+
+
+def test_tls_flags_files_and_no_secret_on_the_command_line():
+    from clusterctl import inventory, spec
+
+    inv = inventory.parse("name: c\ndefaults: {workdir: /r}\nscheduler: {host: s}\nworkers: [{host: w}]\n",
+                          Path("c.yaml"))
+    files = {role: (f"/l/ca.pem", f"/l/{role}.pem", f"/l/{role}-key.pem") for role in ("scheduler", "worker")}
+    c = spec.build(inv, files)
+    assert c.tls and c.scheduler_address == "tls://s:8786"
+    for p in c.processes:
+        argv = list(p.argv)
+        assert argv[argv.index("--protocol") + 1] == "tls"
+        assert argv[argv.index("--tls-key") + 1] == f"/r/c/tls/{p.role}-key.pem"
+        assert dict(p.env)["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        assert dict(p.files)[f"/l/{p.role}-key.pem"] == f"/r/c/tls/{p.role}-key.pem"
+        assert not any("PRIVATE KEY" in a for a in argv)
+    assert c.workers[0].argv[4] == "tls://s:8786"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from clusterctl.inventory import Host
 
@@ -29,6 +30,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float) -> Completed:
         """Run argv (no shell), feed ``input`` on stdin, wait at most ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    async def put(self, local: str, remote: str, mode: int = 0o600) -> None:
+        """Copy a local file to the host, created with ``mode``, its folder made private (0700)."""
+
+    @abc.abstractmethod
+    async def forward(self, dest_host: str, dest_port: int, local_port: int = 0) -> tuple[int, Any]:
+        """Listen on this machine's loopback and carry each connection to ``dest_host:dest_port`` as
+        seen from the host. Returns (local port, an object whose ``close()`` stops it)."""
 
     @abc.abstractmethod
     def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from clusterctl.errors import RemoteError
 from clusterctl.transport.base import Completed, Transport
@@ -46,5 +48,45 @@ class LocalTransport(Transport):
                 proc.kill()
                 await proc.wait()
 
+    async def put(self, local: str, remote: str, mode: int = 0o600) -> None:
+        try:
+            folder = os.path.dirname(remote)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)
+            with open(local, "rb") as src:
+                data = src.read()
+            fd = os.open(remote, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as dst:
+                dst.write(data)
+            os.chmod(remote, mode)
+        except OSError as exc:
+            raise RemoteError(f"[{self.host.id}] cannot write {remote}: {exc.strerror or exc}") from None
+
+    async def forward(self, dest_host: str, dest_port: int, local_port: int = 0) -> tuple[int, Any]:
+        """A plain TCP relay: the destination is on this machine already, but the caller asked for a
+        port of its own (``--port``) or a uniform interface (``--tunnel``)."""
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(dest_host, dest_port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+
+        try:
+            server = await asyncio.start_server(relay, "127.0.0.1", local_port)
+        except OSError as exc:
+            raise RemoteError(f"cannot listen on 127.0.0.1:{local_port}: {exc.strerror or exc}") from None
+        return server.sockets[0].getsockname()[1], server
+
     async def close(self) -> None:
         return None
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()

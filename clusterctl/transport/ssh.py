@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import posixpath
 import shlex
 import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -30,6 +32,7 @@ class SSHTransport(Transport):
         self.known_hosts = known_hosts
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+        self._sftp: asyncssh.SFTPClient | None = None
 
     @property
     def _where(self) -> str:
@@ -114,6 +117,34 @@ class SSHTransport(Transport):
         status = result.exit_status if result.exit_status is not None else 255
         return Completed(status, str(result.stdout or ""), str(result.stderr or ""))
 
+    async def put(self, local: str, remote: str, mode: int = 0o600) -> None:
+        if self._conn is None:
+            raise RemoteError(f"[{self.host.id}] not connected")
+        folder = posixpath.dirname(remote)
+        try:
+            if self._sftp is None:
+                self._sftp = await self._conn.start_sftp_client()
+            await self._sftp.makedirs(folder, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
+            await self._sftp.chmod(folder, 0o700)
+            with open(local, "rb") as f:
+                data = f.read()
+            # Created with the final mode, in a folder nobody else can enter: never readable by others.
+            async with self._sftp.open(remote, "wb", attrs=asyncssh.SFTPAttrs(permissions=mode)) as dst:
+                await dst.write(data)
+            await self._sftp.chmod(remote, mode)
+        except (OSError, asyncssh.Error) as exc:
+            raise RemoteError(f"[{self.host.id}] cannot copy {local} to {remote}: "
+                              f"{getattr(exc, 'reason', None) or exc}") from None
+
+    async def forward(self, dest_host: str, dest_port: int, local_port: int = 0) -> tuple[int, Any]:
+        if self._conn is None:
+            raise RemoteError(f"[{self.host.id}] not connected")
+        try:
+            listener = await self._conn.forward_local_port("127.0.0.1", local_port, dest_host, dest_port)
+        except OSError as exc:
+            raise RemoteError(f"cannot listen on 127.0.0.1:{local_port}: {exc.strerror or exc}") from None
+        return listener.get_port(), listener
+
     async def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
         if self._conn is None:
             raise RemoteError(f"[{self.host.id}] not connected")
@@ -125,6 +156,9 @@ class SSHTransport(Transport):
             process.close()
 
     async def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
         if self._conn is not None:
             self._conn.close()
             try:

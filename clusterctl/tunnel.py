@@ -1,0 +1,61 @@
+"""Ports of the scheduler's host brought to this machine over the SSH connection, for callers that
+are not async (the dashboard command, a Dask client): the connection lives in its own thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from clusterctl import state as states
+from clusterctl.errors import ClusterctlError, StateError
+from clusterctl.state import ClusterState
+from clusterctl.transport import Pool
+
+
+def scheduler_host(current: ClusterState):
+    record = next((r for r in current.processes if r.role == "scheduler"), None)
+    if record is None:
+        raise StateError(f"cluster {current.cluster!r} has no scheduler recorded: run 'clusterctl up' first")
+    return current.host(record.host)
+
+
+@contextlib.contextmanager
+def forwarded(current: ClusterState, dest_host: str, dest_port: int, local_port: int = 0) -> Iterator[int]:
+    """Yield a port on 127.0.0.1 that reaches ``dest_host:dest_port`` as the scheduler's host sees it."""
+    host = scheduler_host(current)
+    started, stop = threading.Event(), threading.Event()
+    outcome: dict = {}
+
+    async def hold() -> None:
+        async with Pool(states.home() / "known_hosts") as pool:
+            await pool.open([host])
+            transport = pool.get(host)
+            if transport is None:
+                raise pool.failure(host)
+            outcome["port"], listener = await transport.forward(dest_host, dest_port, local_port)
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            listener.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, name="clusterctl-tunnel", daemon=True)
+    thread.start()
+    started.wait()
+    if "error" in outcome:
+        error = outcome["error"]
+        raise error if isinstance(error, ClusterctlError) else ClusterctlError(f"tunnel failed: {error}")
+    try:
+        yield outcome["port"]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
