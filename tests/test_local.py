@@ -70,7 +70,7 @@ def test_local_up_status_noop_logs_down(cli, local_inventory):
     assert status.code == 0, status.out + status.err
     report = status.json
     assert report["cluster"] == "mini" and report["scheduler"]["alive"] is True
-    assert report["scheduler"]["address"].startswith("tcp://127.0.0.1:")
+    assert report["scheduler"]["address"].startswith("tls://127.0.0.1:")  # TLS by default
     assert [(w["name"], w["alive"], w["registered"], w["nthreads"], w["memory_limit"]) for w in report["workers"]] == [
         ("127.0.0.1-worker-0", True, True, 1, 512 * 2**20),
         ("127.0.0.1-worker-1", True, True, 1, 512 * 2**20),

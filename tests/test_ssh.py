@@ -88,7 +88,7 @@ def test_up_status_and_noop_up(lab, ssh_cli, three, home):
     report = ssh_cli("status", "--json")
     assert report.code == 0, report.out
     st = report.json
-    assert st["scheduler"] == {**st["scheduler"], "alive": True, "address": f"tcp://{lab.hosts[0].addr}:8786"}
+    assert st["scheduler"] == {**st["scheduler"], "alive": True, "address": f"tls://{lab.hosts[0].addr}:8786"}
     assert [(w["host"], w["alive"], w["registered"], w["nthreads"], w["memory_limit"]) for w in st["workers"]] == [
         (h.addr, True, True, 1, 2**30) for h in lab.hosts[1:4]]
     # The processes run where the inventory says, and nowhere else.

@@ -116,9 +116,13 @@ def test_ctrl_c_cancels_the_jobs_work_on_the_cluster(cluster, tmp_path):
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err and "cancelled" in err
     from distributed import Client
+    from distributed.security import Security
 
     state = json.loads((cli.home / "clusters" / "sub" / "state.json").read_text())
-    with Client(state["scheduler_address"], timeout=10) as client:
+    tls = state["tls"]
+    security = Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"], tls_client_key=tls["key"],
+                        require_encryption=True)
+    with Client(state["scheduler_address"], timeout=10, security=security) as client:
         deadline = time.time() + 10
         while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.time() < deadline:
             time.sleep(0.2)
