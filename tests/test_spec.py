@@ -184,7 +184,7 @@ def test_tls_flags_files_and_no_secret_on_the_command_line():
 
     inv = inventory.parse("name: c\ndefaults: {workdir: /r}\nscheduler: {host: s}\nworkers: [{host: w}]\n",
                           Path("c.yaml"))
-    files = {role: (f"/l/ca.pem", f"/l/{role}.pem", f"/l/{role}-key.pem") for role in ("scheduler", "worker")}
+    files = {role: ("/l/ca.pem", f"/l/{role}.pem", f"/l/{role}-key.pem") for role in ("scheduler", "worker")}
     c = spec.build(inv, files)
     assert c.tls and c.scheduler_address == "tls://s:8786"
     for p in c.processes:

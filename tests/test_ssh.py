@@ -15,61 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-CLIENT_PYTHON = sys.executable  # the hosts share this machine's filesystem, so its venv too
-
-
-def inventory_text(lab, workdir: Path, workers: list[str], *, name: str = "lab",
-                   extra_worker: str = "", scheduler_extra: str = "") -> str:
-    s = lab.hosts[0]
-    lines = [f"name: {name}", "defaults:", "  user: root", f"  identity_file: {lab.key}",
-             f"  python: {CLIENT_PYTHON}", f"  workdir: {workdir}", "  connect_timeout: 3",
-             "scheduler:", f"  host: {s.addr}", "  port: 8786", "  dashboard_port: 8787"]
-    lines += [f"  {line}" for line in scheduler_extra.splitlines() if line]
-    lines.append("workers:")
-    for addr in workers:
-        lines += [f"  - host: {addr}", "    nthreads: 1", "    memory_limit: 1GiB"]
-    lines += [line for line in extra_worker.splitlines() if line]
-    return "\n".join(lines) + "\n"
-
-
-def dask_processes(lab, host) -> list[str]:
-    return [args for _, args in lab.processes(host) if "-m dask" in args or "multiprocessing" in args]
-
-
-def clean(lab, hosts) -> bool:
-    return all(dask_processes(lab, h) == [] for h in hosts)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ssh-home")
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("remote-work")
-
-
-@pytest.fixture(scope="module")
-def ssh_cli(home):
-    from conftest import Cli
-
-    return Cli(home)
-
-
-@pytest.fixture(scope="module")
-def write_inventory(lab, workdir, tmp_path_factory, ssh_cli):
-    folder = tmp_path_factory.mktemp("inventories")
-
-    def write(workers, name="lab", **extra) -> Path:
-        path = folder / f"{name}-{len(list(folder.iterdir()))}.yaml"
-        path.write_text(inventory_text(lab, workdir, workers, name=name, **extra))
-        return path
-
-    yield write
-    # Whatever a failed test left: stop it through clusterctl, then check the hosts for real.
-    for path in folder.iterdir():
-        ssh_cli("down", "--force", "--inventory", path)
+from conftest import CLIENT_PYTHON, clean, dask_processes  # noqa: E402
 
 
 @pytest.fixture
