@@ -220,6 +220,10 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             if client_tls is None:
                 result.warnings.append("tls: off: anyone who can reach the scheduler port can run code on"
                                        " every worker; remove 'tls: off' from the inventory to encrypt")
+            if inv.scheduler.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
+                result.warnings.append(f"the dashboard listens on {inv.scheduler.dashboard_host}: anyone who"
+                                       " reaches it sees the cluster and can retire its workers; remove"
+                                       " scheduler.dashboard_host to keep it on loopback")
             the_plan = plan(cluster.processes, recorded, alive, unreachable, replace_all=new_certs)
             if the_plan.empty and not unreachable:
                 identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host,

@@ -143,3 +143,16 @@ def test_ctrl_c_during_up_stops_what_it_started(cli, local_inventory):
     assert ours(workdir) == []
     status = cli("status", "--json")
     assert status.json["workers"] == [] and status.json["scheduler"]["pid"] is None
+
+
+def test_exposed_dashboard_and_tls_off_warn(cli, local_inventory):
+    inventory, workdir = local_inventory
+    text = inventory.read_text().replace("name: mini\n", "name: mini\ntls: off\n")
+    text = text.replace("  dashboard_port:", "  dashboard_host: 0.0.0.0\n  dashboard_port:")
+    inventory.write_text(text)
+    up = cli("up", inventory)
+    assert up.code == 0, up.err
+    assert "warning: tls: off" in up.err and "warning: the dashboard listens on 0.0.0.0" in up.err
+    assert cli("status", "--json").json["scheduler"]["address"].startswith("tcp://")
+    assert cli("down").code == 0
+    assert ours(workdir) == []

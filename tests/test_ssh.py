@@ -223,7 +223,8 @@ def test_changed_host_key_is_refused(lab, ssh_cli, write_inventory, home):
     try:
         result = ssh_cli("up", inv)
         assert result.code == 3, result.out + result.err
-        assert "differs from the one recorded" in result.err and "ssh-keygen" in result.err
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.err and "ssh-keygen" in result.err
+        assert "differs from the one recorded" in result.err
         assert clean(lab, lab.hosts[:2])
     finally:
         known.write_text(saved)

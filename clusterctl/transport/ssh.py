@@ -76,9 +76,11 @@ class SSHTransport(Transport):
                                                 self.host.connect_timeout + 1)
         except asyncssh.HostKeyNotVerifiable:
             raise ConnectError(
-                f"[{self.host.id}] the host key of {self.host.address} differs from the one recorded in "
-                f"{self.known_hosts}: refusing to connect. If the host was reinstalled, remove the old key"
-                f" with: ssh-keygen -f {self.known_hosts} -R '{self._host_pattern()}'") from None
+                f"[{self.host.id}] WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! The host key of"
+                f" {self.host.address} differs from the one recorded in {self.known_hosts}; someone could"
+                " be eavesdropping (man-in-the-middle), or the host was reinstalled. Refusing to connect."
+                f" If you know the new key is right, forget the old one with: ssh-keygen -f"
+                f" {self.known_hosts} -R '{self._host_pattern()}' and run up again") from None
         except asyncssh.PermissionDenied:
             key = self.host.identity_file or "the SSH agent and ~/.ssh default keys"
             raise ConnectError(
