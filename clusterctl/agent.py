@@ -8,14 +8,12 @@ environment (inherited by their children), never by pid alone.
 
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+
+# Other modules are imported where they are used: this runs on every step, on every host, and
+# python's start-up is most of its cost.
 
 MARKER = "CLUSTERCTL_PROCESS"
 
@@ -111,6 +109,8 @@ def _port_holder(inodes):
 def _port_free(host, port):
     """(free, why not). A listener on the port, any address, makes it busy; the bind test only
     checks that ``host`` is an address of this machine (SO_REUSEADDR ignores TIME_WAIT leftovers)."""
+    import socket
+
     inodes = _listening_inodes(port)
     if inodes:
         return False, _port_holder(inodes) or "held by a process this user cannot see"
@@ -136,6 +136,8 @@ def _port_free(host, port):
 
 def op_probe(req):
     """Interpreter and package versions, free ports, and which recorded processes still run."""
+    import socket
+
     alive = _alive(req.get("check", []))
     ports = {}
     for port in req.get("ports", []):
@@ -162,6 +164,8 @@ def _alive(procs):
 
 
 def op_start(req):
+    import subprocess
+
     started = {}
     for proc in req["procs"]:
         try:
@@ -220,6 +224,8 @@ def op_stop(req):
             time.sleep(0.05)
     left = ours()
     if not left:  # nothing of the cluster runs here any more: its keys need not stay either
+        import shutil
+
         for path in req.get("remove", []):
             shutil.rmtree(path, ignore_errors=True)
     return {
@@ -251,21 +257,13 @@ def op_tail(req):
     return {"tails": {path: _tail(path, req.get("lines", 20)) for path in req["files"]}}
 
 
-def op_http(req):
-    """GET or POST a URL of the scheduler from its own host (its dashboard may bind loopback)."""
-    data = json.dumps(req["body"]).encode() if "body" in req else None
-    request = urllib.request.Request(req["url"], data=data, method="POST" if data else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=req.get("timeout_s", 5)) as resp:
-            return {"ok": True, "body": json.loads(resp.read().decode() or "null")}
-    except urllib.error.HTTPError as exc:
-        return {"ok": False, "error": "HTTP %d %s" % (exc.code, exc.reason)}
-    except (OSError, ValueError) as exc:
-        return {"ok": False, "error": str(getattr(exc, "reason", exc))}
+def op_alive(req):
+    """Only which of the given processes still run: the cheap check made while waiting."""
+    return {"alive": _alive(req["check"])}
 
 
-OPS = {"probe": op_probe, "start": op_start, "stop": op_stop, "scan": op_scan, "tail": op_tail,
-       "http": op_http}
+OPS = {"probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "scan": op_scan,
+       "tail": op_tail}
 
 
 def main(argv):

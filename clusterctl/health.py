@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlsplit
 
 from clusterctl import remote
 from clusterctl.errors import ClusterctlError
@@ -87,21 +89,47 @@ def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list
     return problems
 
 
-async def scheduler_identity(pool: Pool, host: Host, python: str, http_url: str,
-                             timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
-    """The scheduler's own view (workers, threads, memory), fetched on its host. (None, why) if down."""
+async def http_json(pool: Pool, host: Host, url: str, body: Any = None,
+                    timeout: float = HTTP_TIMEOUT) -> tuple[Any, str]:
+    """GET (or POST ``body`` as JSON) a URL as the scheduler's host sees it, through the connection
+    to that host: no process is started there. (decoded JSON, '') or (None, why it failed)."""
     transport = pool.get(host)
     if transport is None:
         failure = pool.failure(host)
         return None, failure.message if failure else "not connected"
+    parts = urlsplit(url)
+    data = b"" if body is None else json.dumps(body).encode()
+    request = (f"{'GET' if body is None else 'POST'} {parts.path or '/'} HTTP/1.0\r\n"
+               f"Host: {parts.netloc}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(data)}\r\n\r\n").encode() + data
     try:
-        answer = await remote.call(transport, python, "http", timeout=timeout + 5,
-                                   url=f"{http_url}/json/identity.json", timeout_s=timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await transport.open_connection(parts.hostname or "127.0.0.1", parts.port or 80)
+            try:
+                writer.write(request)
+                raw = await reader.read(-1)  # HTTP/1.0: the server closes after its answer
+            finally:
+                writer.close()
+    except TimeoutError:
+        return None, f"no answer from {url} within {timeout:g} s"
     except ClusterctlError as exc:
         return None, exc.message
-    if not answer["ok"]:
-        return None, answer["error"]
-    return answer["body"], ""
+    except (OSError, EOFError) as exc:
+        return None, f"{url}: {exc}"
+    head, _, payload = bytes(raw).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not status.startswith("HTTP/") or status.split()[1:2] != ["200"]:
+        return None, f"{url}: {status or 'no answer'}"
+    try:
+        return json.loads(payload or b"null"), ""
+    except ValueError:
+        return None, f"{url}: not JSON"
+
+
+async def scheduler_identity(pool: Pool, host: Host, python: str, http_url: str,
+                             timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
+    """The scheduler's own view (workers, threads, memory), fetched on its host. (None, why) if down."""
+    return await http_json(pool, host, f"{http_url}/json/identity.json", timeout=timeout)
 
 
 def registered(identity: dict | None) -> dict[str, dict[str, Any]]:
@@ -116,16 +144,8 @@ async def retire(pool: Pool, host: Host, python: str, http_url: str, addresses: 
     """Ask the scheduler to retire workers (it moves their data away first). '' or why it failed."""
     if not addresses:
         return ""
-    transport = pool.get(host)
-    if transport is None:
-        return "scheduler host not connected"
-    try:
-        answer = await remote.call(transport, python, "http", timeout=timeout + 5,
-                                   url=f"{http_url}/api/v1/retire_workers",
-                                   body={"workers": addresses}, timeout_s=timeout)
-    except ClusterctlError as exc:
-        return exc.message
-    return "" if answer["ok"] else answer["error"]
+    _, why = await http_json(pool, host, f"{http_url}/api/v1/retire_workers", {"workers": addresses}, timeout)
+    return why
 
 
 async def gather_probes(pool: Pool, targets: list[tuple[Host, str, list[dict], list[int]]]) -> list[Probe]:

@@ -47,6 +47,7 @@ class _WorkerSettings(_Strict):
     nthreads: Positive | None = None
     memory_limit: str | Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] | None = None
     nanny: bool | None = None
+    start_method: Literal["fork", "spawn", "forkserver"] | None = None
 
 
 class _Defaults(_HostSettings, _WorkerSettings):
@@ -135,6 +136,7 @@ class WorkerGroup:
     nthreads: int | None
     memory_limit: str
     nanny: bool
+    start_method: str = "fork"
 
 
 @dataclass(frozen=True)
@@ -354,7 +356,8 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
             host=host, python=python_of(w, loc, host),
             workdir=setting(w, loc, "workdir", DEFAULT_WORKDIR)[0],
             nworkers=setting(w, loc, "nworkers", 1)[0], nthreads=setting(w, loc, "nthreads")[0],
-            memory_limit=str(memory), nanny=setting(w, loc, "nanny", True)[0]))
+            memory_limit=str(memory), nanny=setting(w, loc, "nanny", True)[0],
+            start_method=setting(w, loc, "start_method", "fork")[0]))
     if s is None:
         return None
     s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])

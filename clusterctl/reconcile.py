@@ -215,15 +215,18 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
                 hosts.setdefault(current.host(r.host).key, current.host(r.host))
             say("connect", hosts=len(hosts))
             await pool.open(list(hosts.values()))
+            if previous is not None and not new_certs and not pool.failures \
+                    and await _healthy_as_wanted(pool, cluster, recorded):
+                # Nothing to start: the full preflight (versions, ports) guards starts only.
+                result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
+                                  dashboard_url=cluster.dashboard_url, rows=[], client_versions=client,
+                                  kept=[p.name for p in cluster.processes])
+                _warn(inv, client_tls, result)
+                states.save(current)
+                return result
             say("preflight")
             result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
-            if client_tls is None:
-                result.warnings.append("tls: off: anyone who can reach the scheduler port can run code on"
-                                       " every worker; remove 'tls: off' from the inventory to encrypt")
-            if inv.scheduler.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
-                result.warnings.append(f"the dashboard listens on {inv.scheduler.dashboard_host}: anyone who"
-                                       " reaches it sees the cluster and can retire its workers; remove"
-                                       " scheduler.dashboard_host to keep it on loopback")
+            _warn(inv, client_tls, result)
             the_plan = plan(cluster.processes, recorded, alive, unreachable, replace_all=new_certs)
             if the_plan.empty and not unreachable:
                 identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host,
@@ -234,6 +237,32 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
                     states.save(current)
                     return result
             return await _apply(pool, cluster, current, the_plan, result, unreachable, timeout, say)
+
+
+def _warn(inv: Inventory, client_tls: dict | None, result: UpResult) -> None:
+    """Printed on every up, the no-op one included, for as long as the inventory says so."""
+    if client_tls is None:
+        result.warnings.append("tls: off: anyone who can reach the scheduler port can run code on"
+                               " every worker; remove 'tls: off' from the inventory to encrypt")
+    if inv.scheduler.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
+        result.warnings.append(f"the dashboard listens on {inv.scheduler.dashboard_host}: anyone who"
+                               " reaches it sees the cluster and can retire its workers; remove"
+                               " scheduler.dashboard_host to keep it on loopback")
+
+
+async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[ProcessRecord]) -> bool:
+    """Every desired process runs as recorded, with the same command line, and the scheduler sees
+    every worker: one light check per host and one HTTP request."""
+    started = {r.name: r.pid for r in recorded}
+    if set(started) != {p.name for p in cluster.processes}:
+        return False
+    if plan(cluster.processes, recorded, {r.name: True for r in recorded}).start:
+        return False  # a command line changed
+    if await _dead(pool, cluster, started, missing_is_dead=True):
+        return False
+    identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host, cluster.scheduler.python,
+                                                  cluster.http_url)
+    return set(health.registered(identity)) >= {w.name for w in cluster.workers}
 
 
 def _probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list, dict[str, set[str]]]:
@@ -369,9 +398,9 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
             break
         if time.monotonic() > deadline:
             break
-        if time.monotonic() - last_check > 1.0 and started:
+        if time.monotonic() - last_check > 2.0 and started:
             last_check = time.monotonic()
-            dead.update(await _dead(pool, cluster, current, started))
+            dead.update(await _dead(pool, cluster, started))
             if s.name in dead:
                 break
         await asyncio.sleep(POLL)
@@ -388,13 +417,24 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
             result.problems.append(f"[{w.name}] {state}; its log ends with the lines shown below")
 
 
-async def _dead(pool: Pool, cluster: ClusterSpec, current: ClusterState,
-                started: dict[str, int]) -> dict[str, ProcessSpec]:
+async def _dead(pool: Pool, cluster: ClusterSpec, started: dict[str, int],
+                missing_is_dead: bool = False) -> dict[str, ProcessSpec]:
+    """Which of ``started`` (name -> pid) have exited: one light agent call per host. A host that
+    cannot answer counts as dead only with ``missing_is_dead``."""
     procs = [p for p in cluster.processes if p.name in started]
-    targets = {}
-    for p in procs:
-        targets.setdefault((p.host.key, p.python), (p.host, p.python, [], []))[2].append(
-            {"name": p.name, "dir": p.dir, "pid": started[p.name]})
-    probes = await health.gather_probes(pool, list(targets.values()))
-    alive = {name: info["alive"] for pr in probes for name, info in pr.alive.items()}
-    return {p.name: p for p in procs if alive.get(p.name) is False}
+
+    async def one(host: Host, group: list[ProcessSpec]) -> dict:
+        transport = pool.get(host)
+        if transport is None:
+            return {}
+        check = [{"name": p.name, "dir": p.dir, "pid": started[p.name]} for p in group]
+        try:
+            return (await remote.call(transport, group[0].python, "alive", timeout=15, check=check))["alive"]
+        except ClusterctlError:
+            return {}  # cannot tell now; the next check or the deadline will
+
+    answers = await asyncio.gather(*(one(h, g) for (h, _py), g in
+                                     _by_host(procs, lambda p: (p.host, p.python)).items()))
+    alive = {name: info["alive"] for answer in answers for name, info in answer.items()}
+    unknown = missing_is_dead
+    return {p.name: p for p in procs if alive.get(p.name, not unknown) is False}

@@ -9,7 +9,7 @@ from clusterctl import health, remote, spec as specs, state as states
 from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError
 from clusterctl.inventory import Inventory
 from clusterctl.reconcile import stop_records
-from clusterctl.state import ClusterState
+from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
 
 
@@ -59,10 +59,14 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
             if not force:
                 result.retired = await _retire_all(pool, current)
             records = [r for r in current.processes if r.host not in result.unreachable]
-            left = await stop_records(pool, current, records, grace=grace) if records else {}
-            # Verify by scanning each host for anything under the cluster's directory: this also
-            # catches processes that the state no longer knows (a lost state, a crashed up).
-            left.update(await _sweep(pool, current, set(result.unreachable)))
+            workers = [r for r in records if r.role != "scheduler"]
+            left = await stop_records(pool, current, workers, grace=grace) if workers else {}
+            # Then, on every host at once, the scheduler and anything else under the cluster's
+            # directory: this verifies each host, and catches processes the state no longer knows
+            # (a lost state, a crashed up).
+            for host_id, procs in (await _sweep(pool, current, set(result.unreachable), grace,
+                                                [r for r in records if r.role == "scheduler"])).items():
+                left.setdefault(host_id, []).extend(procs)
             result.left = {h: procs for h, procs in left.items() if procs}
             result.stopped = [r.name for r in records if r.host not in result.left]
         remaining = [r for r in current.processes
@@ -102,13 +106,17 @@ async def _retire_all(pool: Pool, current: ClusterState) -> bool:
     return await health.retire(pool, host, scheduler.python, current.http_url, addresses) == ""
 
 
-async def _sweep(pool: Pool, current: ClusterState, skip: set[str]) -> dict[str, list[dict]]:
+async def _sweep(pool: Pool, current: ClusterState, skip: set[str], grace: float,
+                 records: list[ProcessRecord]) -> dict[str, list[dict]]:
+    """Stop ``records`` and every other process under the cluster's root on each host; remove the
+    host's TLS keys once nothing is left. Host id -> what still runs."""
     async def one(host_id: str) -> tuple[str, list[dict]]:
         transport = pool.get(current.host(host_id))
-        python = current.pythons.get(host_id, "python3")
         if transport is None:
             return host_id, []
-        answer = await remote.call(transport, python, "stop", timeout=40, grace=5,
+        procs = [{"name": r.name, "dir": r.dir, "pid": r.pid} for r in records if r.host == host_id]
+        answer = await remote.call(transport, current.pythons.get(host_id, "python3"), "stop",
+                                   timeout=grace + 30, grace=grace, procs=procs,
                                    prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
         return host_id, answer["left"]
 

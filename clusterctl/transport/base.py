@@ -36,6 +36,11 @@ class Transport(abc.ABC):
         """Copy a local file to the host, created with ``mode``, its folder made private (0700)."""
 
     @abc.abstractmethod
+    async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
+        """A byte stream (reader, writer) to ``host:port`` as seen from the host: lets clusterctl
+        talk to the scheduler's HTTP endpoints without starting a process there."""
+
+    @abc.abstractmethod
     async def forward(self, dest_host: str, dest_port: int, local_port: int = 0) -> tuple[int, Any]:
         """Listen on this machine's loopback and carry each connection to ``dest_host:dest_port`` as
         seen from the host. Returns (local port, an object whose ``close()`` stops it)."""

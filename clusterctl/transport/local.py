@@ -62,6 +62,12 @@ class LocalTransport(Transport):
         except OSError as exc:
             raise RemoteError(f"[{self.host.id}] cannot write {remote}: {exc.strerror or exc}") from None
 
+    async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
+        try:
+            return await asyncio.open_connection(host, port)
+        except OSError as exc:
+            raise RemoteError(f"[{self.host.id}] {host}:{port}: {exc.strerror or exc}") from None
+
     async def forward(self, dest_host: str, dest_port: int, local_port: int = 0) -> tuple[int, Any]:
         """A plain TCP relay: the destination is on this machine already, but the caller asked for a
         port of its own (``--port``) or a uniform interface (``--tunnel``)."""

@@ -138,6 +138,14 @@ class SSHTransport(Transport):
             raise RemoteError(f"[{self.host.id}] cannot copy {local} to {remote}: "
                               f"{getattr(exc, 'reason', None) or exc}") from None
 
+    async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
+        if self._conn is None:
+            raise RemoteError(f"[{self.host.id}] not connected")
+        try:
+            return await self._conn.open_connection(host, port, encoding=None)
+        except (OSError, asyncssh.Error) as exc:
+            raise RemoteError(f"[{self.host.id}] {host}:{port}: {getattr(exc, 'reason', None) or exc}") from None
+
     async def forward(self, dest_host: str, dest_port: int, local_port: int = 0) -> tuple[int, Any]:
         if self._conn is None:
             raise RemoteError(f"[{self.host.id}] not connected")

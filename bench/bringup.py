@@ -1,0 +1,147 @@
+"""Bring-up and teardown on the SSH lab: clusterctl against distributed's SSHCluster, alternating.
+
+    python bench/bringup.py [--sizes 1 4 8 16] [--repeat 3] [--name bringup]
+
+For each size N it makes a lab of N+1 hosts (network namespaces with their own sshd, see
+tests/lab.py), then alternates, --repeat times:
+  - clusterctl: `clusterctl up` until every worker is registered (the command returns), a no-op `up`
+    on the healthy cluster, and `clusterctl down` until every host is verified clean; with `tls: off`
+    (the same plain TCP as SSHCluster) and with the default TLS;
+  - SSHCluster: the constructor plus `client.wait_for_workers(N)`, then `close()`;
+with the same interpreter, one thread per worker and a nanny in both. Prints a table of medians and
+writes bench/results/<name>.json. Needs root (the lab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from lab import Lab, lab_prerequisites  # noqa: E402
+
+PYTHON = sys.executable
+
+
+def inventory(lab: Lab, workdir: Path, n: int, tls: bool) -> str:
+    s = lab.hosts[0]
+    lines = ["name: bench", *([] if tls else ["tls: off"]), "defaults:", "  user: root",
+             f"  identity_file: {lab.key}", f"  python: {PYTHON}", f"  workdir: {workdir}",
+             "scheduler:", f"  host: {s.addr}", "  port: 8786", "  dashboard_port: 8787", "workers:"]
+    for h in lab.hosts[1:n + 1]:
+        lines += [f"  - host: {h.addr}", "    nthreads: 1"]
+    return "\n".join(lines) + "\n"
+
+
+def timed(argv: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path) -> dict[str, float]:
+    inv = tmp / f"bench-{n}-{tls}.yaml"
+    inv.write_text(inventory(lab, tmp / "work", n, tls))
+    env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home")}
+    cli = [PYTHON, "-m", "clusterctl"]
+    up = timed(cli + ["up", str(inv)], env)
+    noop = timed(cli + ["up", str(inv)], env)
+    down = timed(cli + ["down"], env)
+    return {"up": up, "noop_up": noop, "down": down}
+
+
+def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
+    from distributed import Client
+    from distributed.deploy.ssh import SSHCluster
+
+    hosts = [h.addr for h in lab.hosts[: n + 1]]
+    connect = {"known_hosts": None, "username": "root", "client_keys": [str(lab.key)]}
+    start = time.perf_counter()
+    cluster = SSHCluster(hosts, connect_options=connect, remote_python=PYTHON,
+                         worker_options={"nthreads": 1}, scheduler_options={"port": 8786, "dashboard_address": ":8787"})
+    client = Client(cluster)
+    client.wait_for_workers(n)
+    up = time.perf_counter() - start
+    start = time.perf_counter()
+    client.close()
+    cluster.close()
+    down = time.perf_counter() - start
+    return {"up": up, "down": down}
+
+
+def leftovers(lab: Lab) -> int:
+    return sum(1 for h in lab.hosts for _, a in lab.processes(h) if "dask" in a or "distributed" in a)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--name", default="bringup")
+    args = parser.parse_args()
+    reason = lab_prerequisites()
+    if reason:
+        print(f"bench needs the SSH lab: {reason}", file=sys.stderr)
+        return 2
+    results = []
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmpdir, Lab(n + 1, Path(tmpdir) / "lab") as lab:
+            runs: dict[str, list[dict]] = {"clusterctl": [], "clusterctl_tls": [], "sshcluster": []}
+            for i in range(args.repeat):
+                for system in ("sshcluster", "clusterctl", "clusterctl_tls") if i % 2 else \
+                        ("clusterctl", "clusterctl_tls", "sshcluster"):
+                    if system == "sshcluster":
+                        runs[system].append(run_sshcluster(lab, n))
+                    else:
+                        runs[system].append(run_clusterctl(lab, n, system == "clusterctl_tls", Path(tmpdir)))
+                    left = leftovers(lab)
+                    if left:
+                        print(f"  {system} n={n}: {left} process(es) left after teardown", file=sys.stderr)
+                        runs[system][-1]["leftover_processes"] = left
+                        time.sleep(3)
+                    print(f"  n={n} {system} #{i + 1}: {runs[system][-1]}", file=sys.stderr)
+            row = {"workers": n}
+            for system, rs in runs.items():
+                for key in rs[0]:
+                    row[f"{system}_{key}"] = statistics.median(r.get(key, 0) for r in rs)
+            row["ratio_up"] = row["clusterctl_up"] / row["sshcluster_up"]
+            results.append(row)
+    print_table(results)
+    out = ROOT / "bench" / "results" / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "repeat": args.repeat, "rows": results}, indent=2) + "\n")
+    print(f"\nwritten {out.relative_to(ROOT)}")
+    return 0
+
+
+def machine() -> dict:
+    import distributed
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "distributed": distributed.__version__,
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "clusterctl_tls_up", "clusterctl_noop_up",
+            "sshcluster_down", "clusterctl_down", "clusterctl_tls_down"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
