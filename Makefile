@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/clusterctl
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,11 @@ test: venv
 
 demo: venv
 	$(CLI) up inventory/local.yaml && { $(CLI) status; rc=$$?; $(CLI) down; exit $$rc; }
+
+# Benchmarks, not tests: the SSH-lab bring-up needs root. Results in bench/results/.
+bench: venv
+	$(PY) bench/submit_overhead.py
+	$(PY) bench/bringup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
