@@ -133,7 +133,8 @@ def fragments(corpus: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Clauses of the real reviews, by label: the material synthetic reviews are made of."""
     pools = []
     for label in (0, 1):
-        parts = corpus.loc[corpus["label"] == label, "text"].str.split(r"(?<=[.!?;,])\s+", regex=True)
+        texts = corpus.loc[corpus["label"] == label, "text"]
+        parts = texts.str.split(r"(?<=[.!?;,])\s+", regex=True)
         clauses = [c for c in parts.explode().dropna() if len(c.split()) >= 3]
         pools.append(np.array(clauses or ["no text"], dtype=object))
     return pools[0], pools[1]
@@ -160,11 +161,11 @@ def synthetic_frame(n: int, seed: int, npartitions: int, corpus: pd.DataFrame) -
     sizes = [SYNTH_BLOCK] * (n // SYNTH_BLOCK) + ([n % SYNTH_BLOCK] if n % SYNTH_BLOCK else [])
     blocks = list(enumerate(sizes))
     nparts = min(len(blocks), max(npartitions, -(-n // SYNTH_PART_ROWS)))
-    # One task holds the clause pools; every partition depends on it, so they travel once per worker.
+    # One task holds the clause pools; every partition depends on it: they travel once per worker.
     pools = dask.delayed(fragments(corpus), pure=True)
     parts = [
-        dask.delayed(synthetic_partition, pure=True)(pools, seed, [(int(b), int(k)) for b, k in chunk])
-        for chunk in np.array_split(np.array(blocks, dtype=np.int64), nparts)
+        dask.delayed(synthetic_partition, pure=True)(pools, seed, [(int(b), int(k)) for b, k in c])
+        for c in np.array_split(np.array(blocks, dtype=np.int64), nparts)
     ]
     return dd.from_delayed(parts, meta=META, verify_meta=False)
 
@@ -250,8 +251,8 @@ def read_block(path: str, start: int, end: int | None) -> pd.DataFrame:
             lineno = where if where > 0 else line_number(path, -where)
             if fmt == "csv" and lineno == 1 and line.split(",")[0].strip('"').isalpha():
                 continue  # a header row such as class,title,text
-            kind = "class,title,text CSV line" if fmt == "csv" else "fastText line (__label__1|2 TEXT)"
-            raise ValueError(f"{path}:{lineno}: not a {kind}: {line[:80]!r}")
+            kind = "class,title,text CSV" if fmt == "csv" else "fastText (__label__1|2 TEXT)"
+            raise ValueError(f"{path}:{lineno}: not a {kind} line: {line[:80]!r}")
         texts.append(parsed[0])
         labels.append(parsed[1])
     return frame(texts, labels)

@@ -13,9 +13,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 
-# Word tokens as scikit-learn's default, plus one-letter words and the negation/emphasis marks
-# that its default pattern drops ("n't", "!", "?"): they carry sentiment.
-TOKEN_PATTERN = r"(?u)\b\w+\b|[!?]|n't"
+# scikit-learn's word tokens, plus what its default pattern drops but carries sentiment here:
+# one-letter words (so the "t" of isn't/don't survives as a negation marker) and "!" and "?".
+TOKEN_PATTERN = r"(?u)\b\w+\b|[!?]"
 SPARSE_META = sparse.csr_matrix((0, 0), dtype=np.float64)
 
 

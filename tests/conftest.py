@@ -12,6 +12,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "lab: needs the network-namespace lab of real ssh hosts (root only)"
     )
+    config.addinivalue_line(
+        "markers", "slow: minutes-long quality runs; only with CLUSTERCTL_SLOW_TESTS=1"
+    )
 
 
 @pytest.fixture(scope="session")

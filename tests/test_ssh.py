@@ -309,3 +309,15 @@ def test_submit_runs_on_the_lab_workers(lab, ssh_cli, three, tmp_path):
     assert answer["total"] == sum(i * i for i in range(30)) and answer["n_workers"] == 3
     assert answer["worker_hosts"] == sorted(h.addr for h in lab.hosts[1:4])
     assert (tmp_path / "run" / "result.json").exists()
+
+
+def test_sentiment_job_on_the_lab(lab, ssh_cli, three, tmp_path):
+    pytest.importorskip("dask_ml")
+    assert ssh_cli("up", three).code == 0
+    job = Path(__file__).parent.parent / "jobs" / "sentiment.py"
+    result = ssh_cli("submit", job, "-p", "data=synthetic:4000", "-p", "search_iter=2", "-p", "char_ngrams=false",
+                     "-o", tmp_path / "run", "--json", timeout=400)
+    assert result.code == 0, result.out + result.err
+    answer = result.json
+    assert answer["n_workers"] == 3 and answer["n_train"] + answer["n_test"] == 4000
+    assert 0.5 < answer["roc_auc"] <= 1 and (tmp_path / "run" / "roc.png").exists()

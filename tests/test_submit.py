@@ -143,3 +143,22 @@ def test_no_cluster_and_dead_scheduler(tmp_path, cluster):
     (fake / "clusters" / "sub" / "state.json").write_text(json.dumps(state))
     dead = Cli(fake)("submit", JOBS / "trivial.py", "--cluster", "sub")
     assert dead.code == 1 and "does not answer" in dead.err and "clusterctl status" in dead.err
+
+
+def test_sentiment_job_through_submit(cluster, tmp_path):
+    """The real job, the real command: small synthetic data so that it takes seconds."""
+    pytest.importorskip("dask_ml")
+    cli, _ = cluster
+    out = tmp_path / "sentiment"
+    result = cli("submit", Path(__file__).parent.parent / "jobs" / "sentiment.py", "-p", "data=synthetic:3000",
+                 "-p", "search_iter=2", "-p", "char_ngrams=false", "-o", out, "--json", timeout=300)
+    assert result.code == 0, result.out + result.err
+    answer = json.loads(result.out)
+    assert answer["n_workers"] == 2 and answer["n_train"] + answer["n_test"] == 3000
+    assert 0.5 < answer["accuracy"] <= 1 and 0.5 < answer["roc_auc"] <= 1
+    assert set(answer["seconds"]) >= {"load", "vectorize", "search", "refit", "evaluate", "total"}
+    assert answer["model"] in ("linear", "xgboost") and answer["chosen"]
+    assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
+    bad = cli("submit", Path(__file__).parent.parent / "jobs" / "sentiment.py", "-p", "vectorizer=bogus",
+              "-o", tmp_path / "bad")
+    assert bad.code == 1 and "vectorizer" in bad.err and "Traceback" not in bad.err

@@ -1,0 +1,220 @@
+"""Sentiment classification of reviews on a Dask cluster: a clusterctl job module.
+
+load -> split -> vectorize -> randomized hyperparameter search on the workers -> refit the best
+-> accuracy and ROC AUC on the held-out split, and a ROC curve PNG (artifact roc.png).
+
+Everything row-sized stays on the workers: partitions are loaded or generated there, hashed and
+TF-IDF-weighted there (sentiment_features), the search's fits run there (sentiment_models), and
+only per-row test probabilities come back for the metrics. Above large_rows training rows the
+search runs on a sample and the winner is trained data-parallel (sentiment_scale).
+
+The defaults are tuned to the `reviews` corpus: TF-IDF over word 1-2 grams and character 2-5
+grams (sublinear tf) and a search over both an NB-weighted logistic model and XGBoost. See
+sentiment_models for why each family is set up as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+# The siblings (sentiment_*.py) are top-level modules: on the workers they come from the uploaded
+# jobs folder; here, make them importable however this file itself was loaded.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import dask  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from distributed import wait  # noqa: E402
+from scipy import sparse  # noqa: E402
+
+import sentiment_data  # noqa: E402
+import sentiment_features as features  # noqa: E402
+import sentiment_models as models  # noqa: E402
+import sentiment_report as report  # noqa: E402
+import sentiment_scale as scale  # noqa: E402
+
+log = logging.getLogger("clusterctl.job")
+
+VECTORIZERS = ("tfidf", "hashing")
+MODELS = ("auto", "linear", "xgboost")
+MAX_FEATURES = 2**24  # per-column vectors (df, idf, weights) are dense: 128 MiB each at 2**24
+
+
+def validate(p: dict) -> None:
+    """Every bad value is a ValueError that names its parameter."""
+    checks = [
+        ("vectorizer", p["vectorizer"] in VECTORIZERS, f"one of {', '.join(VECTORIZERS)}"),
+        ("model", p["model"] in MODELS, f"one of {', '.join(MODELS)}"),
+        ("n_features", 16 <= p["n_features"] <= MAX_FEATURES, f"between 16 and {MAX_FEATURES}"),
+        ("search_iter", p["search_iter"] >= 1, "at least 1"),
+        ("test_size", 0.0 < p["test_size"] < 1.0, "strictly between 0 and 1"),
+        ("npartitions", p["npartitions"] >= 0, "0 (one per worker thread, times two) or more"),
+        ("cv", p["cv"] >= 2, "at least 2"),
+        ("large_rows", p["large_rows"] >= 1, "at least 1"),
+        ("search_rows", p["search_rows"] >= 100, "at least 100"),
+    ]
+    for name, ok, want in checks:
+        if not ok:
+            raise ValueError(f"{name}: must be {want} (got {p[name]!r})")
+    sentiment_data.parse_spec(p["data"])
+
+
+def _test_rows(part: pd.DataFrame, test_size: float, seed: int) -> pd.DataFrame:
+    # A row's side is a hash of (seed, its text): deterministic by seed whatever the partitioning,
+    # and a review that occurs twice can never be on both sides.
+    h = pd.util.hash_pandas_object(part["text"], index=False, hash_key=f"{seed % 10**16:016d}")
+    return part.assign(test=h.to_numpy() / 2.0**64 < test_size)
+
+
+def split(ddf, test_size: float, seed: int):
+    meta = sentiment_data.META.assign(test=np.array([], dtype=bool))
+    flagged = ddf.map_partitions(_test_rows, test_size, seed, meta=meta)
+    return (flagged[~flagged["test"]].drop(columns="test"),
+            flagged[flagged["test"]].drop(columns="test"))  # fmt: skip
+
+
+def _stack(blocks):
+    return sparse.vstack(blocks, format="csr")
+
+
+def _texts(ddf):
+    # object dtype first: dask converts pandas' str extension dtype anyway, with a warning
+    return ddf["text"].astype(object).to_dask_array(lengths=True)
+
+
+def vectorize(p: dict, train, test):
+    """Persisted (X_train, y_train, X_test, y_test, tfidf) on the workers."""
+    hasher = features.make_hasher(p["n_features"], p["char_ngrams"])
+    tfidf = features.DistributedTfidf(
+        sublinear_tf=p["sublinear_tf"], use_idf=p["vectorizer"] == "tfidf"
+    )
+    counts = features.hashed_counts(_texts(train), hasher).persist()
+    X_train = tfidf.fit(counts).transform(counts).persist()
+    X_test = tfidf.transform(
+        features.hashed_counts(_texts(test), hasher)
+    ).persist()
+    y_train = train["label"].to_dask_array(lengths=True).persist()
+    y_test = test["label"].to_dask_array(lengths=True).persist()
+    wait([X_train, X_test, y_train, y_test])
+    return X_train, y_train, X_test, y_test, tfidf
+
+
+def default_partitions(client) -> int:
+    """Two partitions per worker thread: enough to keep every thread busy, few enough tasks."""
+    return max(1, 2 * sum(client.nthreads().values()))
+
+
+def run(
+    client,
+    data: str = "reviews",
+    vectorizer: str = "tfidf",
+    n_features: int = 2**20,
+    model: str = "auto",
+    search_iter: int = 8,
+    test_size: float = 0.2,
+    seed: int = 0,
+    baseline: bool = False,
+    npartitions: int = 0,
+    char_ngrams: bool = True,
+    sublinear_tf: bool = True,
+    cv: int = 3,
+    large_rows: int = 500_000,
+    search_rows: int = 100_000,
+) -> dict:
+    p = dict(locals())
+    del p["client"]
+    validate(p)
+    t_start = time.perf_counter()
+    seconds = {}
+    nparts = npartitions or default_partitions(client)
+    n_workers = len(client.nthreads())
+
+    t0 = time.perf_counter()
+    ddf, info = sentiment_data.load(client, data, seed, nparts)
+    train, test = split(ddf, test_size, seed)
+    train, test = train.persist(), test.persist()
+    counts = dask.compute(train.shape[0], test.shape[0], train["label"].sum())
+    n_train, n_test, n_positive = (int(n) for n in counts)
+    if n_train + n_test == 0:
+        raise ValueError(f"data: {data!r} holds no reviews")
+    if n_train == 0 or n_test == 0:
+        raise ValueError(f"test_size: {test_size} leaves no rows on one side of {n_train + n_test}")
+    if n_positive in (0, n_train):
+        raise ValueError(f"data: {data!r} has only one class of review in its training split")
+    info["rows"] = n_train + n_test
+    seconds["load"] = time.perf_counter() - t0
+    log.info("loaded %s: %d training and %d test rows in %d partitions on %d workers",
+             data, n_train, n_test, train.npartitions, n_workers)  # fmt: skip
+
+    t0 = time.perf_counter()
+    X_train, y_train, X_test, y_test, tfidf = vectorize(p, train, test)
+    del train, test
+    seconds["vectorize"] = time.perf_counter() - t0
+    log.info("vectorized (%s, %d columns) in %.1f s", vectorizer, n_features, seconds["vectorize"])
+
+    large = n_train > large_rows
+    if large:  # search on a sample; train the winner data-parallel on everything
+        Xs, ys = scale.sample(X_train, y_train, search_rows)
+    else:  # one CSR matrix, assembled on a worker from the blocks already there
+        Xs = dask.delayed(_stack)(X_train.to_delayed().ravel().tolist())
+        ys = dask.delayed(np.concatenate)(y_train.to_delayed().ravel().tolist())
+    cands = models.candidates(model, search_iter, seed)
+    t0 = time.perf_counter()
+    ranked = models.search(client, Xs, ys, cands, cv, seed)
+    seconds["search"] = time.perf_counter() - t0
+    best = ranked[0]["params"]
+    n_searched = min(n_train, search_rows) if large else n_train
+    log.info("searched %d candidates in %.1f s; best %s (CV AUC %.4f)",
+             len(cands), seconds["search"], best, ranked[0]["cv_auc"])  # fmt: skip
+
+    t0 = time.perf_counter()
+    if large:
+        df = tfidf.df_.compute() if best["kind"] == "xgboost" else None
+        fitted = scale.fit(client, X_train, y_train, best, seed, df)
+    else:
+        fitted = models.refit(client, Xs, ys, best, seed)
+    seconds["refit"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    proba = fitted.predict(X_test) if large else models.predict(client, fitted, X_test)
+    y_true = y_test.compute()
+    scores = report.metrics(y_true, proba)
+    seconds["evaluate"] = time.perf_counter() - t0
+    log.info("held-out accuracy %.4f, ROC AUC %.4f", scores["accuracy"], scores["roc_auc"])
+
+    result = {
+        **scores,
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_workers": n_workers,
+        "npartitions": int(X_train.numblocks[0]),
+        "model": best["kind"],
+        "vectorizer": vectorizer,
+        "n_features": n_features,
+        "best_params": best,
+        "chosen": report.chosen(ranked, n_searched, cv),
+        "candidates": ranked,
+        "data_parallel_refit": large,
+        "data": info,
+        "params": p,
+    }
+    curves = {f"cluster: {best['kind']}": (y_true, proba)}
+    if baseline:
+        if large:
+            result["baseline"] = {"skipped": f"{n_train} training rows exceed large_rows"}
+        else:
+            distributed_s = seconds["search"] + seconds["refit"] + seconds["evaluate"]
+            result["baseline"], base_p = report.baseline(
+                client, Xs, ys, X_test, y_test, cands, cv, seed, distributed_s
+            )
+            curves["single node: " + result["baseline"]["best_params"]["kind"]] = (y_true, base_p)
+    png = report.roc_png(curves, f"Sentiment ROC, held-out {n_test:,} rows")
+    seconds["total"] = time.perf_counter() - t_start
+    result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    result["artifacts"] = {"roc.png": png}
+    return result

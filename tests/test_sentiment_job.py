@@ -1,0 +1,135 @@
+"""The whole sentiment job on a small in-process Dask cluster (real dask, dask-ml, scikit-learn,
+XGBoost), and, marked slow, the full default run on the reviews corpus against the quality bar."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+for _module in ("sklearn", "dask_ml", "xgboost", "matplotlib", "pandas", "pyarrow"):
+    pytest.importorskip(_module, reason="the sentiment job's ML dependencies are not installed")
+
+import pandas as pd  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+sys.path.insert(0, str(JOBS))
+import sentiment  # noqa: E402
+import sentiment_data  # noqa: E402
+from test_sentiment_data import BAD, GOOD, fake_sentence, make_fake_wheels  # noqa: E402
+
+FIELDS = {"accuracy", "roc_auc", "n_train", "n_test", "n_workers", "model", "vectorizer",
+          "best_params", "seconds", "data", "chosen", "artifacts"}  # fmt: skip
+STAGES = {"load", "vectorize", "search", "refit", "evaluate", "total"}
+
+
+@pytest.fixture(scope="module")
+def fake_corpus(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    make_fake_wheels(cache, n_rt=120, n_amazon=60)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLUSTERCTL_DATA_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:  # fmt: skip
+        yield c
+
+
+def check_result(result: dict) -> dict:
+    assert FIELDS <= set(result)
+    png = result.pop("artifacts")["roc.png"]
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    json.dumps(result)  # everything but the artifacts is JSON
+    assert set(result["seconds"]) == STAGES
+    assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["roc_auc"] <= 1.0
+    assert result["model"] == result["best_params"]["kind"]
+    assert result["chosen"].startswith("The search tried") and result["chosen"].endswith(".")
+    return result
+
+
+def test_job_on_synthetic_rows_with_baseline(client, fake_corpus):
+    result = check_result(
+        sentiment.run(client, data="synthetic:2000", search_iter=2, baseline=True)
+    )
+    assert result["n_train"] + result["n_test"] == 2000
+    assert 0.15 < result["n_test"] / 2000 < 0.25
+    assert result["n_workers"] == 2 and result["vectorizer"] == "tfidf"
+    assert [c["params"]["kind"] for c in result["candidates"]].count("xgboost") == 1
+    assert result["data"]["source"] == "synthetic" and not result["data_parallel_refit"]
+    assert result["roc_auc"] > 0.8  # the fake corpus is easy: good and bad words never mix
+    base = result["baseline"]
+    assert {"seconds", "accuracy", "roc_auc", "speedup"} <= set(base)
+    assert base["best_params"] == result["best_params"]  # same candidates, same folds
+
+
+@pytest.mark.parametrize("model, vectorizer", [("xgboost", "tfidf"), ("linear", "hashing")])
+def test_data_parallel_refit_above_large_rows(client, fake_corpus, model, vectorizer):
+    result = check_result(
+        sentiment.run(client, data="synthetic:1500", model=model, vectorizer=vectorizer,
+                      n_features=2**12, search_iter=1, large_rows=500, search_rows=300,
+                      baseline=True)  # fmt: skip
+    )
+    assert result["data_parallel_refit"] and result["model"] == model
+    assert "300 training rows" in result["chosen"]  # the search saw the sample only
+    assert "skipped" in result["baseline"]
+    assert result["roc_auc"] > 0.7
+
+
+def test_job_on_a_fasttext_file(client, tmp_path):
+    import random
+
+    rng = random.Random(1)
+    lines = [f"__label__{2 if i % 2 else 1} {fake_sentence(rng, GOOD if i % 2 else BAD)}"
+             for i in range(400)]  # fmt: skip
+    (tmp_path / "part-0.txt").write_text("\n".join(lines[:250]) + "\n")
+    (tmp_path / "part-1.txt").write_text("\n".join(lines[250:]) + "\n")
+    result = check_result(
+        sentiment.run(client, data=str(tmp_path / "part-*.txt"), model="linear", search_iter=1,
+                      test_size=0.3, n_features=2**14, char_ngrams=False)  # fmt: skip
+    )
+    assert result["n_train"] + result["n_test"] == 400
+    assert result["data"]["n_files"] == 2 and result["model"] == "linear"
+
+
+def test_split_is_deterministic_by_seed_and_keeps_duplicates_together():
+    import dask.dataframe as dd
+
+    texts = [f"review {i}" for i in range(1000)] + ["the same review"] * 50
+    df = sentiment_data.frame(texts, [i % 2 for i in range(1050)])
+
+    def test_side(seed, nparts):
+        _, test = sentiment.split(dd.from_pandas(df, npartitions=nparts), 0.2, seed)
+        return set(test.compute()["text"])
+
+    assert test_side(0, 3) == test_side(0, 7)  # whatever the partitioning
+    assert test_side(0, 3) != test_side(1, 3)
+    assert 150 < len(test_side(0, 3)) < 250
+    for seed in range(5):  # all 50 copies on one side
+        _, test = sentiment.split(dd.from_pandas(df, npartitions=4), 0.2, seed)
+        assert test.compute()["text"].eq("the same review").sum() in (0, 50)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("CLUSTERCTL_SLOW_TESTS"),
+    reason="the full default run (~40 s; downloads the corpus once): set CLUSTERCTL_SLOW_TESTS=1",
+)
+def test_default_run_beats_the_quality_bar():
+    """All defaults on the reviews corpus, on LocalCluster(2 worker processes x 1 thread)."""
+    import sentiment_local
+
+    sentiment_data.reviews_corpus()  # download/parse once, outside the timed run
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:  # fmt: skip
+        sentiment_local.upload_jobs(c, JOBS)
+        result = check_result(sentiment.run(c))
+    print(json.dumps({k: result[k] for k in ("accuracy", "roc_auc", "chosen", "seconds")}))
+    assert result["accuracy"] > 0.77 and result["roc_auc"] > 0.86  # the issue's quality bar
+    assert result["data"]["source"] == "reviews" and result["n_train"] + result["n_test"] > 16000
+    assert isinstance(pd.read_parquet(result["data"]["cache"]), pd.DataFrame)
