@@ -83,7 +83,8 @@ def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
 
 
 def leftovers(lab: Lab) -> int:
-    return sum(1 for h in lab.hosts for _, a in lab.processes(h) if "dask" in a or "distributed" in a)
+    return sum(1 for h in lab.hosts for _, a in lab.processes(h)
+               if ("dask" in a or "distributed" in a or "multiprocessing" in a) and "pkill" not in a)
 
 
 def main() -> int:
@@ -107,11 +108,14 @@ def main() -> int:
                         runs[system].append(run_sshcluster(lab, n))
                     else:
                         runs[system].append(run_clusterctl(lab, n, system == "clusterctl_tls", Path(tmpdir)))
+                    time.sleep(1)  # what a teardown leaves is what still runs a moment later
                     left = leftovers(lab)
-                    if left:
+                    runs[system][-1]["leftover_processes"] = left
+                    if left:  # counted, then cleared through each host so the next run starts clean
                         print(f"  {system} n={n}: {left} process(es) left after teardown", file=sys.stderr)
-                        runs[system][-1]["leftover_processes"] = left
-                        time.sleep(3)
+                        for h in lab.hosts:
+                            lab.ssh(h, "pkill -9 -f 'dask|distributed' ; true")
+                        time.sleep(1)
                     print(f"  n={n} {system} #{i + 1}: {runs[system][-1]}", file=sys.stderr)
             row = {"workers": n}
             for system, rs in runs.items():
@@ -136,7 +140,8 @@ def machine() -> dict:
 
 def print_table(rows: list[dict]) -> None:
     cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "clusterctl_tls_up", "clusterctl_noop_up",
-            "sshcluster_down", "clusterctl_down", "clusterctl_tls_down"]
+            "sshcluster_down", "clusterctl_down", "clusterctl_tls_down", "sshcluster_leftover_processes",
+            "clusterctl_leftover_processes"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

@@ -194,6 +194,15 @@ def _signal(pids, sig):
             pass
 
 
+CHILD_GRACE = 2.0
+
+
+def _wait_gone(ours, seconds):
+    deadline = time.time() + seconds
+    while ours() and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def op_stop(req):
     """SIGTERM the leaders, SIGKILL whatever carries a marker after the grace period, verify."""
     dirs = {proc["dir"]: proc["name"] for proc in req.get("procs", [])}
@@ -213,9 +222,13 @@ def op_stop(req):
         except OSError:
             pass
     _signal([pid for pid in targets if pid not in leaders], signal.SIGTERM)
-    deadline = time.time() + req.get("grace", 10)
-    while ours() and time.time() < deadline:
-        time.sleep(0.05)
+    grace = req.get("grace", 10)
+    # A worker forked by its nanny inherits the nanny's SIGTERM handler, which does nothing in the
+    # child: the nanny then waits 8 s before killing it. Children still there after a moment are
+    # killed, so that their nanny can finish at once; leaders keep the rest of the grace period.
+    _wait_gone(ours, min(CHILD_GRACE, grace))
+    _signal([pid for pid in ours() if pid not in leaders], signal.SIGKILL)
+    _wait_gone(ours, grace - min(CHILD_GRACE, grace))
     killed = ours()
     if killed:
         _signal(list(killed), signal.SIGKILL)

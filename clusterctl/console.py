@@ -37,9 +37,14 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _fmt(value: Any) -> str:
+    """One short cell: the whole value is in result.json."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    if isinstance(value, (list, tuple)):
+        text = json.dumps(value)
+        return text if len(text) <= 100 else f"[{len(value)} items: see result.json]"
+    text = str(value)
+    return text if len(text) <= 140 else text[:137] + "..."
 
 
 def _yes(value: Any) -> str:

@@ -214,9 +214,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             for r in recorded:
                 hosts.setdefault(current.host(r.host).key, current.host(r.host))
             say("connect", hosts=len(hosts))
-            await pool.open(list(hosts.values()))
-            if previous is not None and not new_certs and not pool.failures \
-                    and await _healthy_as_wanted(pool, cluster, recorded):
+            if previous is not None and not new_certs and await _healthy_as_wanted(pool, cluster, recorded):
                 # Nothing to start: the full preflight (versions, ports) guards starts only.
                 result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
                                   dashboard_url=cluster.dashboard_url, rows=[], client_versions=client,
@@ -224,6 +222,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
                 _warn(inv, client_tls, result)
                 states.save(current)
                 return result
+            await pool.open(list(hosts.values()))
             say("preflight")
             result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
             _warn(inv, client_tls, result)
@@ -251,18 +250,18 @@ def _warn(inv: Inventory, client_tls: dict | None, result: UpResult) -> None:
 
 
 async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[ProcessRecord]) -> bool:
-    """Every desired process runs as recorded, with the same command line, and the scheduler sees
-    every worker: one light check per host and one HTTP request."""
-    started = {r.name: r.pid for r in recorded}
-    if set(started) != {p.name for p in cluster.processes}:
+    """The cluster already is what the inventory asks for: the recorded processes are the desired
+    ones with the same command lines, and the scheduler answers at its address and lists every
+    worker by name. A registered worker is a live one, so only the scheduler's host is contacted."""
+    if {r.name for r in recorded} != {p.name for p in cluster.processes}:
         return False
     if plan(cluster.processes, recorded, {r.name: True for r in recorded}).start:
         return False  # a command line changed
-    if await _dead(pool, cluster, started, missing_is_dead=True):
-        return False
+    await pool.open([cluster.scheduler.host])
     identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host, cluster.scheduler.python,
                                                   cluster.http_url)
-    return set(health.registered(identity)) >= {w.name for w in cluster.workers}
+    return (identity is not None and identity.get("address") == cluster.scheduler_address
+            and set(health.registered(identity)) >= {w.name for w in cluster.workers})
 
 
 def _probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list, dict[str, set[str]]]:
@@ -417,10 +416,9 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
             result.problems.append(f"[{w.name}] {state}; its log ends with the lines shown below")
 
 
-async def _dead(pool: Pool, cluster: ClusterSpec, started: dict[str, int],
-                missing_is_dead: bool = False) -> dict[str, ProcessSpec]:
-    """Which of ``started`` (name -> pid) have exited: one light agent call per host. A host that
-    cannot answer counts as dead only with ``missing_is_dead``."""
+async def _dead(pool: Pool, cluster: ClusterSpec, started: dict[str, int]) -> dict[str, ProcessSpec]:
+    """Which of ``started`` (name -> pid) have exited: one light agent call per host (a host that
+    cannot answer now is asked again at the next check)."""
     procs = [p for p in cluster.processes if p.name in started]
 
     async def one(host: Host, group: list[ProcessSpec]) -> dict:
@@ -436,5 +434,4 @@ async def _dead(pool: Pool, cluster: ClusterSpec, started: dict[str, int],
     answers = await asyncio.gather(*(one(h, g) for (h, _py), g in
                                      _by_host(procs, lambda p: (p.host, p.python)).items()))
     alive = {name: info["alive"] for answer in answers for name, info in answer.items()}
-    unknown = missing_is_dead
-    return {p.name: p for p in procs if alive.get(p.name, not unknown) is False}
+    return {p.name: p for p in procs if alive.get(p.name) is False}

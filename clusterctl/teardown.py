@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from clusterctl import health, remote, spec as specs, state as states
 from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError
 from clusterctl.inventory import Inventory
-from clusterctl.reconcile import stop_records
 from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
 
@@ -59,14 +58,12 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
             if not force:
                 result.retired = await _retire_all(pool, current)
             records = [r for r in current.processes if r.host not in result.unreachable]
-            workers = [r for r in records if r.role != "scheduler"]
-            left = await stop_records(pool, current, workers, grace=grace) if workers else {}
-            # Then, on every host at once, the scheduler and anything else under the cluster's
-            # directory: this verifies each host, and catches processes the state no longer knows
-            # (a lost state, a crashed up).
-            for host_id, procs in (await _sweep(pool, current, set(result.unreachable), grace,
-                                                [r for r in records if r.role == "scheduler"])).items():
-                left.setdefault(host_id, []).extend(procs)
+            # Every host at once: its recorded processes, then anything else under the cluster's
+            # directory, which verifies the host and catches processes the state no longer knows
+            # (a lost state, a crashed up). The workers are retired already, so their scheduler
+            # may go at the same time.
+            left = {h: procs for h, procs in (await _sweep(pool, current, set(result.unreachable), grace,
+                                                          records)).items()}
             result.left = {h: procs for h, procs in left.items() if procs}
             result.stopped = [r.name for r in records if r.host not in result.left]
         remaining = [r for r in current.processes
