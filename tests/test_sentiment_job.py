@@ -120,9 +120,12 @@ def test_split_is_deterministic_by_seed_and_keeps_duplicates_together():
     not os.environ.get("CLUSTERCTL_SLOW_TESTS"),
     reason="the full default run (~40 s; downloads the corpus once): set CLUSTERCTL_SLOW_TESTS=1",
 )
-def test_default_run_beats_the_quality_bar():
+def test_default_run_beats_the_quality_bar(monkeypatch):
     """All defaults on the reviews corpus, on LocalCluster(2 worker processes x 1 thread)."""
     import sentiment_local
+
+    # The real corpus: not the small fake one that this module's other tests point the cache at.
+    monkeypatch.delenv("CLUSTERCTL_DATA_CACHE", raising=False)
 
     sentiment_data.reviews_corpus()  # download/parse once, outside the timed run
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
