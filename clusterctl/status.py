@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from clusterctl import health, state as states
-from clusterctl.errors import FAILED, OK, PARTIAL, StateError, UsageError
+from clusterctl import health, remote, state as states
+from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError, StateError, UsageError
 from clusterctl.reconcile import tail_logs
 from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
@@ -27,19 +27,25 @@ async def collect(current: ClusterState) -> dict[str, Any]:
     3 some workers down, unregistered or unreachable)."""
     async with Pool(states.home() / "known_hosts") as pool:
         await pool.open([current.host(h) for h in {r.host for r in current.processes}])
-        targets: dict[str, tuple] = {}
-        for r in current.processes:
-            host = current.host(r.host)
-            targets.setdefault(r.host, (host, r.python, [], []))[2].append(
-                {"name": r.name, "dir": r.dir, "pid": r.pid})
-        probes = await health.gather_probes(pool, list(targets.values()))
         alive: dict[str, bool | None] = {}
-        unreachable = {}
-        for p in probes:
-            if p.error is not None:
-                unreachable[p.host.id] = p.error.message
-            for name, info in p.alive.items():
-                alive[name] = info["alive"]
+        unreachable: dict[str, str] = {}
+
+        async def check(host_id: str, records: list[ProcessRecord]) -> None:
+            transport = pool.get(current.host(host_id))
+            try:
+                if transport is None:
+                    raise pool.failure(current.host(host_id))
+                answer = await remote.call(transport, records[0].python, "alive", timeout=20,
+                                           check=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in records])
+            except ClusterctlError as exc:
+                unreachable[host_id] = exc.message
+                return
+            alive.update({name: info["alive"] for name, info in answer["alive"].items()})
+
+        by_host: dict[str, list[ProcessRecord]] = {}
+        for r in current.processes:
+            by_host.setdefault(r.host, []).append(r)
+        await asyncio.gather(*(check(h, recs) for h, recs in by_host.items()))
         scheduler = next((r for r in current.processes if r.role == "scheduler"), None)
         identity = None
         if scheduler is not None and alive.get(scheduler.name):

@@ -98,12 +98,16 @@ def inventory_text(lab, workdir: Path, workers: list[str], *, name: str = "lab",
     return "\n".join(lines) + "\n"
 
 
-def dask_processes(lab, host) -> list[str]:
-    return [args for _, args in lab.processes(host) if "-m dask" in args or "multiprocessing" in args]
+def dask_processes(lab, host, cluster: str | None = None) -> list[str]:
+    """Dask processes on a host (over SSH); with ``cluster``, only that cluster's: their command
+    lines hold its directory (a forked worker keeps its nanny's command line)."""
+    return [args for _, args in lab.processes(host)
+            if ("-m dask" in args or "multiprocessing" in args)
+            and (cluster is None or f"/{cluster}/" in args)]
 
 
-def clean(lab, hosts) -> bool:
-    return all(dask_processes(lab, h) == [] for h in hosts)
+def clean(lab, hosts, cluster: str | None = None) -> bool:
+    return all(dask_processes(lab, h, cluster) == [] for h in hosts)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +129,11 @@ def ssh_cli(home):
 def write_inventory(lab, workdir, tmp_path_factory, ssh_cli):
     folder = tmp_path_factory.mktemp("inventories")
 
+    ports: dict[str, tuple[int, int]] = {"lab": (8786, 8787)}
+
     def write(workers, name="lab", **extra) -> Path:
+        # Each cluster name gets its own scheduler ports: a test never trips on another's cluster.
+        extra.setdefault("ports", ports.setdefault(name, (8800 + 2 * len(ports), 8801 + 2 * len(ports))))
         path = folder / f"{name}-{len(list(folder.iterdir()))}.yaml"
         path.write_text(inventory_text(lab, workdir, workers, name=name, **extra))
         return path

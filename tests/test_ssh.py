@@ -41,7 +41,7 @@ def test_up_status_and_noop_up(lab, ssh_cli, three, home):
     assert any("dask scheduler" in a for a in dask_processes(lab, lab.hosts[0]))
     for h in lab.hosts[1:4]:
         assert any("dask worker" in a for a in dask_processes(lab, h))
-    assert clean(lab, lab.hosts[4:])
+    assert clean(lab, lab.hosts[4:], cluster="lab")
     # Host keys were accepted on first use and recorded in clusterctl's own known_hosts.
     known = (home / "known_hosts").read_text()
     assert all(h.addr in known for h in lab.hosts[:4])
@@ -81,7 +81,7 @@ def test_add_then_remove_worker_hosts(lab, ssh_cli, three, write_inventory):
     shrunk = ssh_cli("up", two, "--json")
     assert shrunk.code == 0, shrunk.out + shrunk.err
     assert sorted(shrunk.json["stopped"]) == sorted(worker_names(lab, [3, 4])) and shrunk.json["started"] == []
-    assert clean(lab, lab.hosts[3:5])
+    assert clean(lab, lab.hosts[3:5], cluster="lab")
     st = ssh_cli("status", "--json")
     assert st.code == 0 and [w["host"] for w in st.json["workers"]] == [h.addr for h in lab.hosts[1:3]]
 
@@ -104,7 +104,7 @@ def test_down_leaves_no_process(lab, ssh_cli, three, home):
     down = ssh_cli("down", "--json")
     assert down.code == 0, down.out + down.err
     assert down.json["forgotten"] is True and down.json["retired"] is True
-    assert clean(lab, lab.hosts)
+    assert clean(lab, lab.hosts, cluster="lab")
     assert not (home / "clusters" / "lab" / "state.json").exists()
     again = ssh_cli("down")
     assert again.code == 0 and "nothing to stop" in again.out
@@ -128,7 +128,7 @@ def test_unreachable_worker_host_then_it_returns(lab, ssh_cli, write_inventory):
     assert complete.code == 0, complete.out + complete.err
     assert complete.json["started"] == [f"{cut.addr}-worker-0"]
     assert ssh_cli("down", "--cluster", "cut").code == 0
-    assert clean(lab, lab.hosts)
+    assert clean(lab, lab.hosts, cluster="cut")
 
 
 def test_address_nobody_holds_is_a_row_not_a_hang(lab, ssh_cli, write_inventory):
@@ -137,7 +137,7 @@ def test_address_nobody_holds_is_a_row_not_a_hang(lab, ssh_cli, write_inventory)
     assert result.code == 3
     assert lab.unused_addr() in result.out + result.err
     assert ssh_cli("down", "--cluster", "ghost").code in (0, 3)
-    assert clean(lab, lab.hosts[:2])
+    assert clean(lab, lab.hosts[:2], cluster="ghost")
 
 
 def test_wrong_python_path_is_caught_before_anything_starts(lab, ssh_cli, write_inventory):
@@ -148,7 +148,7 @@ def test_wrong_python_path_is_caught_before_anything_starts(lab, ssh_cli, write_
     assert result.code == 3, result.out + result.err
     assert f"[{bad.addr}] python '/nonexistent/bin/python' not found" in result.err
     assert "nothing was started" in result.err
-    assert clean(lab, lab.hosts)
+    assert clean(lab, lab.hosts, cluster="badpy")
 
 
 @pytest.fixture(scope="module")
@@ -172,22 +172,22 @@ def test_version_mismatch_is_refused_with_a_table(lab, ssh_cli, write_inventory,
     assert result.code == 3, result.out + result.err
     assert f"[{odd.addr}] dask 2024.8.0 differs from the client's" in result.err
     assert "2024.8.0" in result.out and "(client)" in result.out  # the table of who has what
-    assert clean(lab, lab.hosts)
+    assert clean(lab, lab.hosts, cluster="skew")
 
 
 def test_busy_scheduler_port_names_its_holder(lab, ssh_cli, write_inventory):
     s = lab.hosts[0]
-    squatter = (f"import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{s.addr}', 8786)); s.listen();"
+    squatter = (f"import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{s.addr}', 8790)); s.listen();"
                 " print('listening', flush=True); time.sleep(120)")
     squat = subprocess.Popen(lab.ssh_args(s) + [f"exec {CLIENT_PYTHON} -c \"{squatter}\""],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert squat.stdout.readline().strip() == "listening"
-        inv = write_inventory([lab.hosts[1].addr], name="busy")
+        inv = write_inventory([lab.hosts[1].addr], name="busy", ports=(8790, 8791))
         result = ssh_cli("up", inv)
         assert result.code == 3, result.out + result.err
-        assert "port 8786 is already in use (pid" in result.err and "s.listen()" in result.err
-        assert clean(lab, lab.hosts[:2])
+        assert "port 8790 is already in use (pid" in result.err and "s.listen()" in result.err
+        assert clean(lab, lab.hosts[:2], cluster="busy")
     finally:
         lab.ssh(s, "pkill -f 's.listen()'")
         squat.wait(timeout=10)
@@ -204,7 +204,7 @@ def test_scheduler_that_dies_takes_back_everything(lab, ssh_cli, write_inventory
     result = ssh_cli("up", inv, "--timeout", "20")
     assert result.code == 1, result.out + result.err
     assert "the scheduler on" in result.err and "exited" in result.err and "boom" in result.err
-    assert clean(lab, lab.hosts[:3])
+    assert clean(lab, lab.hosts[:3], cluster="nosched")
     assert ssh_cli("status", "--cluster", "nosched", "--json").json["workers"] == []
 
 
@@ -225,7 +225,7 @@ def test_changed_host_key_is_refused(lab, ssh_cli, write_inventory, home):
         assert result.code == 3, result.out + result.err
         assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.err and "ssh-keygen" in result.err
         assert "differs from the one recorded" in result.err
-        assert clean(lab, lab.hosts[:2])
+        assert clean(lab, lab.hosts[:2], cluster="keys")
     finally:
         known.write_text(saved)
 
@@ -238,7 +238,7 @@ def test_dead_scheduler_is_reported_and_down_force_stops_the_workers(lab, ssh_cl
     assert status.code == 1 and status.json["scheduler"]["alive"] is False
     down = ssh_cli("down", "--force")
     assert down.code == 0, down.out + down.err
-    assert clean(lab, lab.hosts)
+    assert clean(lab, lab.hosts, cluster="lab")
 
 
 @pytest.mark.parametrize("via", ["ssh_config", "agent"])
@@ -276,7 +276,7 @@ def test_ssh_config_and_agent_are_honoured(lab, tmp_path, workdir, via):
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         if agent is not None:
             subprocess.run(["ssh-agent", "-k"], env={**os.environ, **env}, capture_output=True)
-    assert clean(lab, lab.hosts[:2])
+    assert clean(lab, lab.hosts[:2], cluster=via)
 
 
 def test_without_config_or_agent_the_key_is_refused(lab, tmp_path, workdir):
@@ -297,7 +297,7 @@ def test_without_config_or_agent_the_key_is_refused(lab, tmp_path, workdir):
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     assert result.code == 3, result.out + result.err
     assert f"permission denied for {lab.hosts[0].addr}" in result.err
-    assert clean(lab, lab.hosts[:2])
+    assert clean(lab, lab.hosts[:2], cluster="nokey")
 
 
 def test_submit_runs_on_the_lab_workers(lab, ssh_cli, three, tmp_path):

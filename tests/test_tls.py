@@ -11,6 +11,7 @@ import urllib.request
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from distributed import Client
@@ -119,8 +120,9 @@ def test_workers_refuse_a_scheduler_their_ca_did_not_sign(lab, secure, tmp_path)
 
 def test_dashboard_is_loopback_only_but_reachable_through_clusterctl_dashboard(lab, ssh_cli, secure):
     s = lab.hosts[0]
+    port = urlsplit(secure[1]()["http_url"]).port
     probe = (f"{CLIENT_PYTHON} -c \"import urllib.request as u; "
-             f"print(u.urlopen('http://{s.addr}:8787/health', timeout=3).read().decode())\"")
+             f"print(u.urlopen('http://{s.addr}:{port}/health', timeout=3).read().decode())\"")
     from_other_host = lab.ssh(lab.hosts[3], probe)
     assert from_other_host.returncode != 0 and "ok" not in from_other_host.stdout
     env_home = {"CLUSTERCTL_HOME": str(ssh_cli.home)}
