@@ -248,12 +248,6 @@ def op_stop(req):
     }
 
 
-def op_scan(req):
-    prefix = req["prefix"]
-    return {"procs": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]}
-                      for pid, value in sorted(_markers().items()) if value.startswith(prefix)]}
-
-
 def _tail(path, n):
     try:
         with open(path, "rb") as f:
@@ -275,8 +269,7 @@ def op_alive(req):
     return {"alive": _alive(req["check"])}
 
 
-OPS = {"probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "scan": op_scan,
-       "tail": op_tail}
+OPS = {"probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail}
 
 
 def main(argv):

@@ -126,8 +126,7 @@ async def http_json(pool: Pool, host: Host, url: str, body: Any = None,
         return None, f"{url}: not JSON"
 
 
-async def scheduler_identity(pool: Pool, host: Host, python: str, http_url: str,
-                             timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
+async def scheduler_identity(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
     """The scheduler's own view (workers, threads, memory), fetched on its host. (None, why) if down."""
     return await http_json(pool, host, f"{http_url}/json/identity.json", timeout=timeout)
 
@@ -139,8 +138,7 @@ def registered(identity: dict | None) -> dict[str, dict[str, Any]]:
     return {str(w.get("name")): {**w, "address": addr} for addr, w in identity.get("workers", {}).items()}
 
 
-async def retire(pool: Pool, host: Host, python: str, http_url: str, addresses: list[str],
-                 timeout: float = 10.0) -> str:
+async def retire(pool: Pool, host: Host, http_url: str, addresses: list[str], timeout: float = 10.0) -> str:
     """Ask the scheduler to retire workers (it moves their data away first). '' or why it failed."""
     if not addresses:
         return ""

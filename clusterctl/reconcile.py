@@ -228,8 +228,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             _warn(inv, client_tls, result)
             the_plan = plan(cluster.processes, recorded, alive, unreachable, replace_all=new_certs)
             if the_plan.empty and not unreachable:
-                identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host,
-                                                              cluster.scheduler.python, cluster.http_url)
+                identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host, cluster.http_url)
                 if set(health.registered(identity)) >= {w.name for w in cluster.workers}:
                     result.kept = [p.name for p in the_plan.keep]
                     current.processes = recorded
@@ -258,8 +257,7 @@ async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[Pr
     if plan(cluster.processes, recorded, {r.name: True for r in recorded}).start:
         return False  # a command line changed
     await pool.open([cluster.scheduler.host])
-    identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host, cluster.scheduler.python,
-                                                  cluster.http_url)
+    identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host, cluster.http_url)
     return (identity is not None and identity.get("address") == cluster.scheduler_address
             and set(health.registered(identity)) >= {w.name for w in cluster.workers})
 
@@ -369,10 +367,10 @@ async def _retire(pool: Pool, cluster: ClusterSpec, records: list[ProcessRecord]
     if not records:
         return
     s = cluster.scheduler
-    identity, _ = await health.scheduler_identity(pool, s.host, s.python, cluster.http_url)
+    identity, _ = await health.scheduler_identity(pool, s.host, cluster.http_url)
     known = health.registered(identity)
     addresses = [known[r.name]["address"] for r in records if r.name in known]
-    await health.retire(pool, s.host, s.python, cluster.http_url, addresses)
+    await health.retire(pool, s.host, cluster.http_url, addresses)
 
 
 async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result: UpResult,
@@ -386,7 +384,7 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
     scheduler_up = False
     last_check = 0.0
     while True:
-        identity, why = await health.scheduler_identity(pool, s.host, s.python, cluster.http_url)
+        identity, why = await health.scheduler_identity(pool, s.host, cluster.http_url)
         if identity is not None and identity.get("address") != cluster.scheduler_address:
             why = f"a scheduler at {identity.get('address')} answers instead of {cluster.scheduler_address}"
             identity = None

@@ -49,8 +49,7 @@ async def collect(current: ClusterState) -> dict[str, Any]:
         scheduler = next((r for r in current.processes if r.role == "scheduler"), None)
         identity = None
         if scheduler is not None and alive.get(scheduler.name):
-            identity, _ = await health.scheduler_identity(pool, current.host(scheduler.host),
-                                                          scheduler.python, current.http_url)
+            identity, _ = await health.scheduler_identity(pool, current.host(scheduler.host), current.http_url)
     seen = health.registered(identity)
     workers = [_worker_row(r, alive.get(r.name), seen.get(r.name))
                for r in current.processes if r.role == "worker"]

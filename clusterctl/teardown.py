@@ -95,12 +95,12 @@ async def _retire_all(pool: Pool, current: ClusterState) -> bool:
     if scheduler is None or not workers:
         return False
     host = current.host(scheduler.host)
-    identity, _ = await health.scheduler_identity(pool, host, scheduler.python, current.http_url)
+    identity, _ = await health.scheduler_identity(pool, host, current.http_url)
     known = health.registered(identity)
     addresses = [known[w.name]["address"] for w in workers if w.name in known]
     if not addresses:
         return False
-    return await health.retire(pool, host, scheduler.python, current.http_url, addresses) == ""
+    return await health.retire(pool, host, current.http_url, addresses) == ""
 
 
 async def _sweep(pool: Pool, current: ClusterState, skip: set[str], grace: float,
