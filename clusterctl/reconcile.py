@@ -226,14 +226,9 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             say("preflight")
             result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
             _warn(inv, client_tls, result)
+            # An empty plan still goes through _apply: its wait returns at once if every worker
+            # is registered, and waits for those that are alive but not registered yet.
             the_plan = plan(cluster.processes, recorded, alive, unreachable, replace_all=new_certs)
-            if the_plan.empty and not unreachable:
-                identity, _ = await health.scheduler_identity(pool, cluster.scheduler.host, cluster.http_url)
-                if set(health.registered(identity)) >= {w.name for w in cluster.workers}:
-                    result.kept = [p.name for p in the_plan.keep]
-                    current.processes = recorded
-                    states.save(current)
-                    return result
             return await _apply(pool, cluster, current, the_plan, result, unreachable, timeout, say)
 
 
