@@ -1,0 +1,51 @@
+"""The streamed throughput job (jobs/sentiment_throughput.py) against its single-node baseline:
+the cluster's chain of partial_fit calls over the same partitions must give the same model."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+for _module in ("sklearn", "pandas", "pyarrow", "psutil"):
+    pytest.importorskip(_module, reason="the sentiment job's ML dependencies are not installed")
+
+from distributed import Client, LocalCluster  # noqa: E402
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+sys.path.insert(0, str(JOBS))
+import sentiment_throughput as throughput  # noqa: E402
+from test_sentiment_data import make_fake_wheels  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake_corpus(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    make_fake_wheels(cache, n_rt=120, n_amazon=60)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLUSTERCTL_DATA_CACHE", str(cache))
+        yield cache
+
+
+@pytest.mark.parametrize("data", ["reviews", "synthetic:3000"])
+def test_cluster_and_single_node_fit_the_same_model(fake_corpus, data):
+    params = {"data": data, "n_features": 2**12, "npartitions": 4, "seed": 3}
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        got = throughput.run(client, **params)
+    base = throughput.single_node(**params)
+    rows = 180 if data == "reviews" else 3000
+    for r in (got, base):
+        assert r["rows"] == r["n_train"] + r["n_test"] == rows
+        assert r["rows_per_s"] > 0 and 0.0 <= r["roc_auc"] <= 1.0
+    assert (got["n_train"], got["n_test"]) == (base["n_train"], base["n_test"])
+    assert got["coef_checksum"] == pytest.approx(base["coef_checksum"], rel=1e-9)
+    assert got["accuracy"] == base["accuracy"] and got["roc_auc"] == pytest.approx(base["roc_auc"], abs=1e-12)
+    assert {"load", "vectorize", "fit", "score"} <= set(got["task_seconds"])
+    assert len(got["worker_peak_rss"]) == 2 and all(v > 10 * 2**20 for v in got["worker_peak_rss"].values())
+
+
+def test_bad_parameters_name_themselves():
+    with pytest.raises(ValueError, match="n_features"):
+        throughput.single_node(n_features=3)
+    with pytest.raises(ValueError, match="single-node baseline"):
+        throughput.single_node(data="/no/such/*.txt")
