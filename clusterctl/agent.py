@@ -194,7 +194,7 @@ def _signal(pids, sig):
             pass
 
 
-CHILD_GRACE = 2.0
+CHILD_GRACE = 0.5  # seconds a nanny's child gets after SIGTERM (see op_stop)
 
 
 def _wait_gone(ours, seconds):
