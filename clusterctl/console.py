@@ -166,15 +166,18 @@ class Console:
         table = Table(title_justify="left")
         for col in ("name", "host", "pid", "alive", "registered", "threads", "memory", "limit"):
             table.add_column(col)
+        lost = "[yellow]host unreachable[/]"
         table.add_row(escape(f"{s['host']}-scheduler" if s["host"] else "scheduler"), escape(str(s["host"])),
                       str(s["pid"]),
-                      _yes(s["alive"]), "-", "-", "-", "-")
+                      _yes(s["alive"]) if s.get("reachable", True) else lost, "-", "-", "-", "-")
         for w in report["workers"]:
-            table.add_row(escape(w["name"]), escape(w["host"]), str(w["pid"]), _yes(w["alive"]), _yes(w["registered"]),
+            table.add_row(escape(w["name"]), escape(w["host"]), str(w["pid"]),
+                          _yes(w["alive"]) if w.get("reachable", True) else lost, _yes(w["registered"]),
                           str(w["nthreads"] or "-"), _size(w["memory"]), _size(w["memory_limit"]))
         self.out.print(table)
         for host, why in report["unreachable"].items():
-            self.err.print(f"[yellow]{escape(host)}[/]: {escape(why)}")
+            # The message names its host already ("[10.0.0.5] no answer ...").
+            self.err.print(escape(why) if why.startswith(f"[{host}]") else f"[yellow]{escape(host)}[/]: {escape(why)}")
         if report["healthy"]:
             self.out.print("[green]healthy[/]")
         else:

@@ -78,10 +78,11 @@ def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list
     for p in probes:
         if p.error is not None:
             continue
-        for name in ("dask", "distributed"):
-            if p.versions.get(name) is None:
-                problems.append((p.host.id, f"[{p.host.id}] {name} is not installed for {p.python}: install"
-                                 " it, or set 'python:' to an interpreter that has it"))
+        missing = [name for name in ("dask", "distributed") if p.versions.get(name) is None]
+        if missing:  # one line for the host: one thing to fix
+            what, verb, it = (" and ".join(missing), "are", "them") if len(missing) > 1 else (missing[0], "is", "it")
+            problems.append((p.host.id, f"[{p.host.id}] {what} {verb} not installed for {p.python}: install"
+                             f" {it}, or set 'python:' to an interpreter that has {it}"))
         for name in ("python", "dask", "distributed", "xgboost"):
             mine, theirs = client.get(name), p.versions.get(name)
             if theirs is not None and mine is not None and mine != theirs:

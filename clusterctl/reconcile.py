@@ -54,6 +54,14 @@ def plan(desired: Sequence[ProcessSpec], recorded: Sequence[ProcessRecord], aliv
         if record is not None:
             (result.stop if alive.get(record.name) else result.drop).append(record)
         result.start.append(want)
+    if any(p.role == "scheduler" for p in result.start):
+        # A new scheduler: a worker of the old one cannot join it (a Dask worker closes itself once
+        # its scheduler connection breaks, perhaps only after this plan has kept it), so every
+        # running worker is replaced too.
+        for want in [k for k in result.keep if k.role == "worker"]:
+            result.keep.remove(want)
+            result.stop.append(records[want.name])
+            result.start.append(want)
     wanted = {w.name for w in desired}
     for record in recorded:
         if record.name in wanted:
@@ -98,6 +106,10 @@ class PreflightFailed(ClusterctlError):
     def __init__(self, message: str, result: UpResult):
         super().__init__(message, details=result.problems)
         self.result = result
+
+
+class StartFailed(PreflightFailed):
+    """A host answered but could not start its processes; what this run started was stopped."""
 
 
 def _record(p: ProcessSpec, pid: int) -> ProcessRecord:
@@ -338,7 +350,21 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
             result.problems.append(f"[{name}] did not start: {error}")
         if cluster.scheduler.name in errors:
             raise ClusterctlError(f"the scheduler did not start: {errors[cluster.scheduler.name]}")
-        await _wait(pool, cluster, current, result, unreachable | set(errors), started, timeout, say)
+        if errors:
+            # A host that answers but cannot start its processes (a full disk, a workdir it may not
+            # write) is treated like one that fails preflight: nothing of this run is left half-started.
+            rows = {r.host: r for r in result.rows}
+            for p in the_plan.start:
+                if p.name in errors and p.host.id in rows:
+                    rows[p.host.id].status, rows[p.host.id].message = "failed", errors[p.name]
+            hosts = {p.host.id for p in the_plan.start if p.name in errors}
+            raise StartFailed(f"could not start processes on {len(hosts)} host(s); everything this run"
+                              " started was stopped", result)
+        # Kept processes are watched too: one that dies now (a worker whose scheduler went away)
+        # is reported at once instead of being waited for until the timeout.
+        kept = {p.name for p in the_plan.keep}
+        watch = {r.name: r.pid for r in current.processes if r.name in kept} | started
+        await _wait(pool, cluster, current, result, unreachable | set(errors), watch, timeout, say)
     except BaseException:
         if starting is not None and not started:
             started = (await starting)[0]
@@ -369,8 +395,9 @@ async def _retire(pool: Pool, cluster: ClusterSpec, records: list[ProcessRecord]
 
 
 async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result: UpResult,
-                skip: set[str], started: dict[str, int], timeout: float, say: Progress) -> None:
-    """Until the scheduler sees every expected worker; a process that died stops the wait for it."""
+                skip: set[str], watch: dict[str, int], timeout: float, say: Progress) -> None:
+    """Until the scheduler sees every expected worker; a process of ``watch`` (name -> pid) that
+    died stops the wait for it."""
     s = cluster.scheduler
     expected = {w.name for w in cluster.workers if w.host.id not in skip and w.name not in skip}
     deadline = time.monotonic() + timeout
@@ -390,9 +417,9 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
             break
         if time.monotonic() > deadline:
             break
-        if time.monotonic() - last_check > 2.0 and started:
+        if time.monotonic() - last_check > 2.0 and watch:
             last_check = time.monotonic()
-            dead.update(await _dead(pool, cluster, started))
+            dead.update(await _dead(pool, cluster, watch))
             if s.name in dead:
                 break
         await asyncio.sleep(POLL)

@@ -51,7 +51,7 @@ async def collect(current: ClusterState) -> dict[str, Any]:
         if scheduler is not None and alive.get(scheduler.name):
             identity, _ = await health.scheduler_identity(pool, current.host(scheduler.host), current.http_url)
     seen = health.registered(identity)
-    workers = [_worker_row(r, alive.get(r.name), seen.get(r.name))
+    workers = [_worker_row(r, alive.get(r.name), seen.get(r.name), r.host not in unreachable)
                for r in current.processes if r.role == "worker"]
     scheduler_alive = bool(scheduler and alive.get(scheduler.name) and identity is not None)
     healthy = scheduler_alive and all(w["alive"] and w["registered"] for w in workers)
@@ -59,6 +59,7 @@ async def collect(current: ClusterState) -> dict[str, Any]:
         "cluster": current.cluster,
         "scheduler": {"address": current.scheduler_address, "dashboard": current.dashboard_url,
                       "alive": scheduler_alive, "host": scheduler.host if scheduler else None,
+                      "reachable": scheduler is None or scheduler.host not in unreachable,
                       "pid": scheduler.pid if scheduler else None,
                       "workers_registered": len(seen)},
         "workers": workers,
@@ -68,9 +69,11 @@ async def collect(current: ClusterState) -> dict[str, Any]:
     }
 
 
-def _worker_row(r: ProcessRecord, alive: bool | None, seen: dict | None) -> dict[str, Any]:
+def _worker_row(r: ProcessRecord, alive: bool | None, seen: dict | None, reachable: bool) -> dict[str, Any]:
+    """``alive`` is None when its host cannot be asked (``reachable`` false: the host is lost)."""
     metrics = (seen or {}).get("metrics", {})
-    return {"host": r.host, "name": r.name, "pid": r.pid, "alive": alive, "registered": seen is not None,
+    return {"host": r.host, "name": r.name, "pid": r.pid, "alive": alive, "reachable": reachable,
+            "registered": seen is not None,
             "address": (seen or {}).get("address"), "nthreads": (seen or {}).get("nthreads"),
             "memory_limit": (seen or {}).get("memory_limit"), "memory": metrics.get("memory")}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import posixpath
 from dataclasses import dataclass, field
 
 from clusterctl import health, remote, spec as specs, state as states
@@ -62,10 +63,12 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
             # directory, which verifies the host and catches processes the state no longer knows
             # (a lost state, a crashed up). The workers are retired already, so their scheduler
             # may go at the same time.
-            left = {h: procs for h, procs in (await _sweep(pool, current, set(result.unreachable), grace,
-                                                          records)).items()}
-            result.left = {h: procs for h, procs in left.items() if procs}
+            swept = await _sweep(pool, current, set(result.unreachable), grace, records)
+            result.left = {h: left for h, (left, _) in swept.items() if left}
             result.stopped = [r.name for r in records if r.host not in result.left]
+            # Processes the state did not know (it was lost, or an up crashed) count as stopped too.
+            result.stopped += sorted({name for h, (_, names) in swept.items() if h not in result.left
+                                      for name in names} - set(result.stopped))
         remaining = [r for r in current.processes
                      if r.host in result.unreachable or r.host in result.left]
         if remaining:
@@ -104,18 +107,20 @@ async def _retire_all(pool: Pool, current: ClusterState) -> bool:
 
 
 async def _sweep(pool: Pool, current: ClusterState, skip: set[str], grace: float,
-                 records: list[ProcessRecord]) -> dict[str, list[dict]]:
+                 records: list[ProcessRecord]) -> dict[str, tuple[list[dict], list[str]]]:
     """Stop ``records`` and every other process under the cluster's root on each host; remove the
-    host's TLS keys once nothing is left. Host id -> what still runs."""
-    async def one(host_id: str) -> tuple[str, list[dict]]:
+    host's TLS keys once nothing is left. Host id -> (what still runs, names of what was stopped)."""
+    async def one(host_id: str) -> tuple[str, tuple[list[dict], list[str]]]:
         transport = pool.get(current.host(host_id))
         if transport is None:
-            return host_id, []
+            return host_id, ([], [])
         procs = [{"name": r.name, "dir": r.dir, "pid": r.pid} for r in records if r.host == host_id]
         answer = await remote.call(transport, current.pythons.get(host_id, "python3"), "stop",
                                    timeout=grace + 30, grace=grace, procs=procs,
                                    prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
-        return host_id, answer["left"]
+        # The agent names what it stopped by directory; a process's directory is named after it.
+        names = [posixpath.basename(d.rstrip("/")) for d in answer.get("stopped", [])]
+        return host_id, (answer["left"], names)
 
     hosts = [h for h in current.roots if h not in skip]
     return dict(await asyncio.gather(*(one(h) for h in hosts)))

@@ -152,3 +152,22 @@ def test_empty_plan_property():
     assert not Plan(drop=[object()]).empty
     assert not Plan(stop=[object()]).empty
     assert not Plan(start=[object()]).empty
+
+
+def test_a_new_scheduler_replaces_the_running_workers(want):
+    # A Dask worker closes itself once its scheduler is gone: those still running when up looks
+    # (they have not noticed yet) cannot join the new scheduler, so they are replaced too.
+    recs = [record(w) for w in want]
+    alive = {r.name: True for r in recs} | {"s-scheduler": False}
+    p = plan(want, recs, alive)
+    assert names(p.drop) == ["s-scheduler"]
+    assert names(p.stop) == ["w1-worker-0", "w1-worker-1", "w2-worker-0"]
+    assert names(p.start) == names(want) and p.keep == []
+
+
+def test_a_new_scheduler_leaves_workers_on_unreachable_hosts_alone(want):
+    recs = [record(w) for w in want]
+    alive = {"s-scheduler": False, "w2-worker-0": True}
+    p = plan(want, recs, alive, unreachable={"w1"})
+    assert names(p.unknown) == ["w1-worker-0", "w1-worker-1"]
+    assert names(p.stop) == ["w2-worker-0"] and names(p.start) == ["s-scheduler", "w2-worker-0"]

@@ -124,19 +124,44 @@ class SSHTransport(Transport):
             raise RemoteError(f"[{self.host.id}] not connected")
         folder = posixpath.dirname(remote)
         try:
+            with open(local, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise RemoteError(f"cannot read {local}: {exc.strerror or exc}") from None
+        try:
             if self._sftp is None:
                 self._sftp = await self._conn.start_sftp_client()
             await self._sftp.makedirs(folder, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
             await self._sftp.chmod(folder, 0o700)
-            with open(local, "rb") as f:
-                data = f.read()
             # Created with the final mode, in a folder nobody else can enter: never readable by others.
             async with self._sftp.open(remote, "wb", attrs=asyncssh.SFTPAttrs(permissions=mode)) as dst:
                 await dst.write(data)
             await self._sftp.chmod(remote, mode)
         except (OSError, asyncssh.Error) as exc:
-            raise RemoteError(f"[{self.host.id}] cannot copy {local} to {remote}: "
-                              f"{getattr(exc, 'reason', None) or exc}") from None
+            # OpenSSH's SFTP server reports most errors, a full disk among them, as a bare "Failure":
+            # write once more through the shell, which either succeeds or says what went wrong.
+            said = await self._put_by_shell(data, remote, folder, mode)
+            if said is not None:
+                raise RemoteError(f"[{self.host.id}] cannot copy {local} to {remote}: {said}"
+                                  f" (SFTP said: {getattr(exc, 'reason', None) or exc})") from None
+
+    async def _put_by_shell(self, data: bytes, remote: str, folder: str, mode: int) -> str | None:
+        """Write ``data`` to ``remote`` with ``cat``; None when it worked, else the host's own error."""
+        assert self._conn is not None
+        q = shlex.quote
+        script = (f"umask 077 && mkdir -p {q(folder)} && chmod 700 {q(folder)} && cat > {q(remote)}"
+                  f" && chmod {mode:o} {q(remote)}")
+        try:
+            async with self._sessions:
+                result = await asyncio.wait_for(self._conn.run(script, input=data, encoding=None, check=False), 30)
+        except (asyncio.TimeoutError, TimeoutError):
+            return "writing it did not finish within 30 s"
+        except (OSError, asyncssh.Error) as exc:
+            return f"lost the SSH connection: {getattr(exc, 'reason', None) or exc}"
+        if result.exit_status == 0:
+            return None
+        err = bytes(result.stderr or b"").decode(errors="replace").strip().splitlines()
+        return err[-1] if err else f"writing it failed with exit code {result.exit_status}"
 
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
         if self._conn is None:
