@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/clusterctl
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench soak clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ demo: venv
 bench: venv
 	$(PY) bench/submit_overhead.py
 	$(PY) bench/bringup.py
+
+# Not a test either: CYCLES (default 20) up / submit / kill -9 a worker / down cycles on the SSH lab
+# (root), checking every host for leaked processes and ports. Exit 1 on any leak; bench/results/soak.json.
+CYCLES ?= 20
+soak: venv
+	$(PY) bench/soak.py --cycles $(CYCLES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -165,9 +165,10 @@ def submit(
     def work() -> int:
         from clusterctl import jobs, status as statuses
 
-        current = statuses.load_state(cluster)
+        # Bad input first: a wrong parameter is exit 2 whether or not a cluster is up.
         the_job = jobs.load(job)
         params = jobs.parse_params(the_job, param)
+        current = statuses.load_state(cluster)
         with console.progress(f"running {the_job.name} on {current.cluster}") as progress:
             result = jobs.submit(current, the_job, params, output, quiet=console.json,
                                  progress=lambda text: progress("job", text=text), tunnel=tunnel)

@@ -10,22 +10,59 @@ from __future__ import annotations
 import os
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from clusterctl.errors import InventoryError
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-Positive = Annotated[int, Field(ge=1)]
-Seconds = Annotated[float, Field(gt=0, le=3600)]
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)$", re.IGNORECASE)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" would let "x\n" through
+MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)\Z", re.IGNORECASE)
+HOST_RE = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}\Z")
 DEFAULT_WORKDIR = "/tmp/clusterctl"
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# Limits that keep a hostile or broken file from hanging `up` (an inventory needs 4 levels and a few
+# hundred values): file size, nesting, values once YAML aliases are expanded, processes in all.
+MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 200_000
+MAX_TEXT = 1024
+MAX_NWORKERS = 1024
+MAX_PROCESSES = 10_000
+MAX_DETAILS = 100
+
+
+def _text(value: str) -> str:
+    """A path, user or interpreter: it ends up in a command line or a file name on a host."""
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"is longer than {MAX_TEXT} characters")
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"contains the control character {bad!r}; remove it")
+    return value
+
+
+def _host(value: str) -> str:
+    if not HOST_RE.match(value):
+        raise ValueError("not a host name or IP address (letters, digits and . - _ : % only, at most"
+                         " 253 characters, not starting with '-')")
+    return value
+
+
+def _bind_host(value: str) -> str:
+    return value if value == "" else _host(value)  # "" binds every interface, like 0.0.0.0
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+Text = Annotated[str, AfterValidator(_text)]
+HostName = Annotated[str, AfterValidator(_host)]
 
 
 class _Strict(BaseModel):
@@ -33,18 +70,18 @@ class _Strict(BaseModel):
 
 
 class _HostSettings(_Strict):
-    user: str | None = None
+    user: Text | None = None
     ssh_port: Port | None = None
-    identity_file: str | None = None
-    python: str | None = None
-    workdir: str | None = None
+    identity_file: Text | None = None
+    python: Text | None = None
+    workdir: Text | None = None
     connection: Literal["ssh", "local"] | None = None
     connect_timeout: Union[Seconds, Annotated[int, Field(gt=0, le=3600)]] | None = None
 
 
 class _WorkerSettings(_Strict):
-    nworkers: Positive | None = None
-    nthreads: Positive | None = None
+    nworkers: Annotated[int, Field(ge=1, le=MAX_NWORKERS)] | None = None
+    nthreads: Annotated[int, Field(ge=1, le=65536)] | None = None
     memory_limit: str | Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] | None = None
     nanny: bool | None = None
     start_method: Literal["fork", "spawn", "forkserver"] | None = None
@@ -55,20 +92,20 @@ class _Defaults(_HostSettings, _WorkerSettings):
 
 
 class _SchedulerEntry(_HostSettings):
-    host: str
+    host: HostName
     port: Port = 8786
     dashboard_port: Port = 8787
-    dashboard_host: str = "127.0.0.1"  # loopback: reach it with `clusterctl dashboard`
+    dashboard_host: Annotated[str, AfterValidator(_bind_host)] = "127.0.0.1"  # loopback: reach it with `clusterctl dashboard`
 
 
 class _TlsFiles(_Strict):
-    ca_file: str
-    cert: str
-    key: str
+    ca_file: Text
+    cert: Text
+    key: Text
 
 
 class _WorkerEntry(_HostSettings, _WorkerSettings):
-    host: str
+    host: HostName
     port: Port | None = None  # the SSH port of this worker host
 
 
@@ -158,26 +195,132 @@ class Inventory:
 # -- YAML with line numbers ----------------------------------------------------------------
 
 
-def _line_map(node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: list[tuple]) -> None:
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose value errors (a timestamp like 2001-13-45, an integer of 5000 digits) are
+    YAML errors with the line, not exceptions from deep inside PyYAML."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, OverflowError, TypeError) as exc:
+            why = ("a number with more than 4300 digits" if "integer string conversion" in str(exc)
+                   else f"cannot read this value: {exc}")
+            raise yaml.constructor.ConstructorError(None, None, why, node.start_mark) from None
+
+
+def _yaml(text: str, file: Path) -> tuple[Any, dict[tuple, int], list[tuple]]:
+    """The document's data, the line of every location in it, and its duplicated keys. Refuses
+    documents nested deeper than ``MAX_DEPTH`` (before PyYAML's recursive composer sees them),
+    aliases that refer to themselves, and aliases that expand to more than ``MAX_NODES`` values."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):  # iterative: safe at any depth
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InventoryError(f"{file}:{event.start_mark.line + 1}: nested more than {MAX_DEPTH}"
+                                     " levels deep; an inventory needs 4 (see README, 'Inventory')")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}, []
+        _check_expansion(node, file)
+        lines: dict[tuple, int] = {}
+        problems: list[tuple] = []
+        _line_map(node, (), lines, problems, loader)
+        return loader.construct_document(node), lines, problems
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, file: Path) -> None:
+    """What the document becomes once its aliases are expanded: no cycle, at most ``MAX_DEPTH``
+    levels, at most ``MAX_NODES`` values. Each node is measured once, so an alias bomb costs
+    no more than its text."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height)
+    on_path: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        line = node.start_mark.line + 1
+        if id(node) in on_path:
+            raise InventoryError(f"{file}:{line}: an alias refers to a collection that contains it"
+                                 " (a recursive structure); an inventory cannot be recursive")
+        if id(node) not in measured:
+            if depth > MAX_DEPTH:
+                raise InventoryError(f"{file}:{line}: nested more than {MAX_DEPTH} levels deep once its"
+                                     " aliases are expanded; an inventory needs 4")
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            on_path.add(id(node))
+            sizes = [measure(child, depth + 1) for child in children]
+            on_path.discard(id(node))
+            measured[id(node)] = (1 + sum(n for n, _ in sizes), 1 + max((h for _, h in sizes), default=0))
+        values, height = measured[id(node)]
+        if depth + height > MAX_DEPTH + 1:
+            raise InventoryError(f"{file}:{line}: nested more than {MAX_DEPTH} levels deep once its"
+                                 " aliases are expanded; an inventory needs 4")
+        if values > MAX_NODES:
+            raise InventoryError(f"{file}:{line}: more than {MAX_NODES} values once its aliases are"
+                                 " expanded; write the inventory out without nested aliases")
+        return values, height
+
+    measure(root, 1)
+
+
+def _key_of(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+    """A mapping key as the loaded data has it (``1`` and ``yes`` are not strings in YAML)."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag == "tag:yaml.org,2002:merge":
+        return node.value if isinstance(node, yaml.ScalarNode) else None
+    try:
+        key = loader.construct_object(node)
+    except yaml.YAMLError:
+        return node.value  # construct_document reports it
+    return key if isinstance(key, (str, int, float, bool, type(None))) else node.value
+
+
+def _line_map(node: yaml.Node, loc: tuple, lines: dict[tuple, int], problems: list[tuple],
+              loader: yaml.SafeLoader) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
         for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: construct_document refuses it
+            key = _key_of(key_node, loader)
+            if key in seen and key_node.tag != "tag:yaml.org,2002:merge":
                 problems.append((key_node.start_mark.line + 1, _field_name(loc + (key,)),
                                  "this key appears twice; keep one"))
             seen.add(key)
             lines[loc + (key,)] = key_node.start_mark.line + 1
-            _line_map(value_node, loc + (key,), lines, problems)
+            _line_map(value_node, loc + (key,), lines, problems, loader)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_map(item, loc + (i,), lines, problems)
+            _line_map(item, loc + (i,), lines, problems, loader)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr() of a value from the file, cut to a readable length (it may be a megabyte long)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"an integer of {len(format(value, 'x'))} hex digits"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _field_name(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, bool) or not isinstance(part, (int, str)):
+            part = _short(part, 40)  # a key YAML did not read as a string: None, True, 1.5
+        elif isinstance(part, str) and (len(part) > 40 or not part.isprintable()):
+            part = _short(part, 40)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -194,10 +337,12 @@ def _pydantic_message(err: dict) -> str:
         return "unknown key; check the spelling (see README, 'Inventory')"
     if kind == "missing":
         return "required but missing"
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
     if "input" in err and kind not in ("literal_error",):
         value = err["input"]
         if not isinstance(value, (dict, list)):
-            return f"{msg} (got {value!r})"
+            return f"{msg} (got {_short(value)})"
     return msg
 
 
@@ -222,27 +367,29 @@ def load(path: str | os.PathLike) -> Inventory:
     """Read and validate an inventory file; raise ``InventoryError`` listing every problem."""
     file = Path(path)
     try:
-        text = file.read_text()
-    except OSError as exc:
-        raise InventoryError(f"cannot read inventory {file}: {exc.strerror or exc}") from None
+        with open(file, "rb") as f:  # not a stat size: <(generate) is a pipe
+            raw = f.read(MAX_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise InventoryError(f"cannot read inventory {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise InventoryError(f"{file}: larger than {MAX_BYTES // 1024 // 1024} MiB; that is not an inventory")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InventoryError(f"{file}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x}); save the inventory"
+                             " as UTF-8") from None
     return parse(text, file)
 
 
 def parse(text: str, file: Path) -> Inventory:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, lines, problems = _yaml(text, file)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InventoryError(f"{where}: not valid YAML: {problem}") from None
+        raise InventoryError(_yaml_problem(exc, text, file)) from None
     if not isinstance(data, dict):
         raise InventoryError(f"{file}:1: the inventory must be a mapping with 'scheduler' and 'workers'"
                              " (see README, 'Inventory')")
-    lines: dict[tuple, int] = {}
-    problems: list[tuple] = []
-    _line_map(node, (), lines, problems)
 
     def validate(model: type[BaseModel], value: Any, loc: tuple) -> Any:
         """Validate one section; on errors record them and retry without the offending keys, so
@@ -253,7 +400,10 @@ def parse(text: str, file: Path) -> Inventory:
             errors = _keep_most_specific(exc.errors())
             for err in errors:
                 full = loc + tuple(err["loc"])
-                problems.append((_line_of(lines, full), _field_name(full), _pydantic_message(err)))
+                where = full
+                if err["type"] == "invalid_key":  # a key YAML read as None, 1, true: pydantic says 'None'
+                    where, full = full[:-1] + (err.get("input"),), full[:-1] + (_short(err.get("input")),)
+                problems.append((_line_of(lines, where), _field_name(full), _pydantic_message(err)))
             if not isinstance(value, dict):
                 return None
             bad = {err["loc"][0] for err in errors if err["loc"]}
@@ -263,8 +413,11 @@ def parse(text: str, file: Path) -> Inventory:
                 return None
 
     top = validate(_InventoryFile, {k: v for k, v in data.items() if k not in ("defaults", "scheduler", "workers")}
-                   | {"scheduler": {"host": "-"}, "workers": [{"host": "-"}]}, ())
-    defaults = validate(_Defaults, data.get("defaults") or {}, ("defaults",)) or _Defaults()
+                   | {"scheduler": {"host": "x"}, "workers": [{"host": "x"}]}, ())
+    # `defaults:` with nothing under it is None: no defaults. Anything else must be a mapping
+    # (`or {}` here let `defaults: []`, `0` or `''` through unreported).
+    raw_defaults = data.get("defaults")
+    defaults = validate(_Defaults, {} if raw_defaults is None else raw_defaults, ("defaults",)) or _Defaults()
     scheduler = None
     if "scheduler" not in data:
         problems.append((1, "scheduler", "required but missing: add a 'scheduler:' section with its host"))
@@ -288,9 +441,23 @@ def parse(text: str, file: Path) -> Inventory:
         problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]
         n = len(details)
+        if n > MAX_DETAILS:
+            details = details[:MAX_DETAILS] + [f"... and {n - MAX_DETAILS} more problems"]
         raise InventoryError(f"{file}: {n} problem{'s' if n > 1 else ''}; nothing was started", details=details)
     assert inventory is not None
     return inventory
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, file: Path) -> str:
+    """``FILE:LINE: not valid YAML: what`` for any error PyYAML raises."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, ESC, ...)
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        return f"{file}:{line}: not valid YAML: the character {char!r} is not allowed in YAML; remove it"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{file}:{mark.line + 1}" if mark else str(file)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: not valid YAML: {problem}"
 
 
 def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
@@ -298,8 +465,9 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
     """Merge defaults into hosts and check what needs the whole file. Every check runs even when
     a section is invalid, so that all problems are reported at once; ``None`` if the scheduler is."""
     if not NAME_RE.match(name):
-        problems.append((_line_of(lines, ("name",)), "name",
-                         f"{name!r} is not a usable cluster name (letters, digits, '_', '.', '-')"))
+        origin = "" if ("name",) in lines else " (taken from the file name; set 'name:' in the file)"
+        problems.append((_line_of(lines, ("name",)), "name", f"{_short(name)} is not a usable cluster name"
+                         f" (letters, digits, '_', '.', '-'; at most 63){origin}"))
     defaults = raw_defaults.model_dump(exclude_none=True)
     if "port" in defaults and "ssh_port" in defaults and defaults["port"] != defaults["ssh_port"]:
         problems.append((_line_of(lines, ("defaults", "ssh_port")), "defaults.ssh_port",
@@ -333,6 +501,16 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
         python, _ = setting(entry, loc, "python")
         return python or (sys.executable if host.connection == "local" else "python3")
 
+    ids: dict[str, tuple[tuple, str]] = {}  # Host.id -> (address, port), where
+
+    def claim_id(host: Host, pair: tuple, loc: tuple) -> None:
+        """Directories, process names and the state are keyed by Host.id: two hosts may not share one."""
+        first = ids.setdefault(host.id, (pair, _field_name(loc)))
+        if first[0] != pair:
+            problems.append((_line_of(lines, loc), _field_name(loc),
+                             f"host {pair[0]} port {pair[1]} gets the same id {host.id!r} as {first[1]}"
+                             f" ({first[0][0]} port {first[0][1]}); write one of them differently"))
+
     groups: list[WorkerGroup] = []
     seen: dict[tuple, int] = {}
     for i, w in entries:
@@ -343,6 +521,7 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
         ssh_port = w.port if w.port is not None else setting(w, loc, "ssh_port")[0]
         host = host_of(w, loc, ssh_port)
         pair = (host.address, ssh_port or 22)
+        claim_id(host, pair, loc + ("host",))
         if pair in seen:
             problems.append((_line_of(lines, loc + ("host",)), _field_name(loc + ("host",)),
                              f"host {pair[0]} port {pair[1]} is already listed as workers[{seen[pair]}];"
@@ -358,9 +537,14 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
             nworkers=setting(w, loc, "nworkers", 1)[0], nthreads=setting(w, loc, "nthreads")[0],
             memory_limit=str(memory), nanny=setting(w, loc, "nanny", True)[0],
             start_method=setting(w, loc, "start_method", "fork")[0]))
+    total = sum(g.nworkers for g in groups)
+    if total > MAX_PROCESSES:
+        problems.append((_line_of(lines, ("workers",)), "workers",
+                         f"{total} worker processes in all; at most {MAX_PROCESSES}"))
     if s is None:
         return None
     s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])
+    claim_id(s_host, (s_host.address, s_host.ssh_port or 22), ("scheduler", "host"))
     if s.port == s.dashboard_port:
         problems.append((_line_of(lines, ("scheduler", "dashboard_port")), "scheduler.dashboard_port",
                          f"same as scheduler.port ({s.port}); give the dashboard its own port"))

@@ -15,6 +15,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import socket
 import sys
 import tempfile
@@ -94,15 +95,22 @@ def parse_params(job: Job, pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"--param {pair!r}: write it as KEY=VALUE")
+            raise UsageError(f"--param {_shown(pair, quote=True)}: write it as KEY=VALUE")
         if key not in accepted:
             known = ", ".join(accepted) or "none"
-            raise UsageError(f"--param {key}: job {job.name} has no such parameter (it takes: {known})")
+            raise UsageError(f"--param {_shown(key)}: job {job.name} has no such parameter (it takes: {known})")
         params[key] = _convert(key, value, _target_type(job, accepted[key]))
     missing = [n for n, p in accepted.items() if p.default is p.empty and n not in params]
     if missing:
         raise UsageError(f"job {job.name} needs --param {missing[0]}=VALUE")
     return params
+
+
+def _shown(text: str, quote: bool = False) -> str:
+    """A command-line value in a message: cut to 60 characters, control characters escaped (no raw
+    escape sequences on the user's terminal)."""
+    cut = text if len(text) <= 60 else text[:57] + "..."
+    return repr(cut) if quote or not cut.isprintable() else cut
 
 
 def _target_type(job: Job, param: inspect.Parameter) -> Any:
@@ -122,10 +130,16 @@ def _convert(key: str, value: str, kind: Any) -> Any:
             if lowered in TRUE | FALSE:
                 return lowered in TRUE
             raise ValueError
-        if kind in (int, float, str):
+        if kind is float:
+            number = float(value)
+            if not math.isfinite(number):  # nan and inf are not JSON: result.json and --json would break
+                raise ValueError
+            return number
+        if kind in (int, str):
             return kind(value)
     except ValueError:
-        raise UsageError(f"--param {key}={value}: not a valid {kind.__name__}") from None
+        kind_name = "finite float" if kind is float else kind.__name__
+        raise UsageError(f"--param {key}={_shown(value)}: not a valid {kind_name}") from None
     return value  # other annotations: the job gets the text
 
 

@@ -223,3 +223,61 @@ def test_cluster_name_cannot_escape_the_home(home, tmp_path):
     proc = _clusterctl_raw(home, "down", "--cluster", "../../escaped")
     assert not (tmp_path / "escaped").exists()
     assert proc.returncode == 2
+
+
+# -- found by tests/test_fuzz.py ---------------------------------------------------------------------
+
+JOB = Path(__file__).resolve().parent / "jobs" / "trivial.py"
+
+
+@pytest.mark.parametrize("param, message", [
+    ("n=ten", "--param n=ten: not a valid int"),
+    ("nope=1", "--param nope: job trivial has no such parameter"),
+    ("scale=nan", "--param scale=nan: not a valid finite float"),
+    ("sleep=inf", "--param sleep=inf: not a valid finite float"),
+    ("label\x1b[2J=1", "--param 'label\\x1b[2J': job trivial has no such parameter"),
+])
+def test_bad_parameter_is_exit_2_with_nothing_up(home, tmp_path, param, message):
+    # The cluster was looked up first: a bad parameter was exit 1 "no cluster is up" (and nan/inf
+    # were accepted, to end up as NaN in result.json, which is not JSON).
+    r = clusterctl(home, "submit", JOB, "-p", param, "-o", tmp_path / "run")
+    assert r.code == 2, r
+    assert r.err.startswith(f"error: {message}"), r.err
+    assert len(r.err.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_good_parameters_with_nothing_up_say_so(home, tmp_path):
+    r = clusterctl(home, "submit", JOB, "-p", "n=3", "-p", "scale=1e3", "-o", tmp_path / "run")
+    assert r.code == 1
+    assert "no cluster is up" in r.err and len(r.err.splitlines()) == 1
+
+
+def test_long_parameter_value_is_cut_in_the_message(home, tmp_path):
+    r = clusterctl(home, "submit", JOB, "-p", "n=" + "9" * 5000, "-o", tmp_path / "run")
+    assert r.code == 2
+    assert len(r.err) < 200, r.err
+
+
+def test_cluster_name_with_a_newline_is_refused(home):
+    r = clusterctl(home, "status", "--cluster", "x\n")
+    assert r.code == 2  # "$" let "x\n" through: a cluster directory named with a newline
+    assert "is not a cluster name" in r.err
+
+
+def test_inventory_that_is_not_utf8_is_bad_input(home, tmp_path):
+    inv = tmp_path / "latin1.yaml"
+    inv.write_bytes("name: café\nscheduler: {host: s}\nworkers: [{host: w}]\n".encode("latin-1"))
+    for args in (["up", inv], ["down", "--force", "--inventory", inv]):
+        r = clusterctl(home, *args)
+        assert r.code == 2, r  # was exit 1: "unexpected error: UnicodeDecodeError"
+        assert r.err == f"error: {inv}:1: not UTF-8 text (byte 0xe9); save the inventory as UTF-8\n"
+
+
+def test_alias_bomb_is_bad_input_in_a_second(home, tmp_path):
+    bomb = ["b0: &b0 [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 9) + "]" for i in range(1, 12)]
+    inv = tmp_path / "bomb.yaml"
+    inv.write_text("\n".join(bomb) + "\nscheduler: {host: s}\nworkers: *b11\n")
+    r = clusterctl(home, "up", inv)
+    assert r.code == 2  # was a hang
+    assert r.seconds < 10 and "values once its aliases are expanded" in r.err

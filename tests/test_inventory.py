@@ -551,3 +551,141 @@ workers:
 """)
     found = problems(path)
     assert where(found) == {(3, "defaults.ssh_port")}
+
+
+# -- found by tests/test_fuzz.py: each was an exit 1 ("unexpected error"), a hang, or accepted ----------
+
+
+def test_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "inv.yaml"
+    path.write_bytes(b"name: x\nscheduler:\n  host: \xff\xfe\nworkers: [{host: w}]\n")
+    err = error_of(path)  # was UnicodeDecodeError, exit 1
+    assert err.message == f"{path}:3: not UTF-8 text (byte 0xff); save the inventory as UTF-8"
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a: " + "[" * 3000 + "]" * 3000 + "\n", 3),
+    ("a:\n" + "".join("  " * i + "-\n" for i in range(400)) + "  " * 400 + "- x\n", 3 + inventory.MAX_DEPTH),
+], ids=["flow", "block"])
+def test_deep_nesting_is_refused_with_its_line(tmp_path, text, line):
+    path = write(tmp_path, "scheduler: {host: s}\nworkers: [{host: w}]\n" + text)
+    err = error_of(path)  # was RecursionError, exit 1; the line is where it gets too deep
+    assert err.message.startswith(f"{path}:{line}: nested more than {inventory.MAX_DEPTH} levels deep"), err.message
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    path = write(tmp_path, "scheduler: {host: s}\nworkers: &w [{host: w}, *w]\n")
+    err = error_of(path)  # was RecursionError, exit 1
+    assert err.message.startswith(f"{path}:2: an alias refers to a collection that contains it"), err.message
+
+
+def test_alias_bomb_is_refused_at_once(tmp_path):
+    bomb = ["b0: &b0 [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 9) + "]" for i in range(1, 12)]
+    path = write(tmp_path, "\n".join(bomb) + "\nscheduler: {host: s}\nworkers: *b11\n")
+    import time
+
+    start = time.perf_counter()
+    err = error_of(path)  # was a hang: 9^12 values walked for line numbers
+    assert time.perf_counter() - start < 2
+    assert f"more than {inventory.MAX_NODES} values once its aliases are expanded" in err.message
+
+
+def test_aliases_that_expand_modestly_still_work(tmp_path):
+    path = write(tmp_path, """\
+defaults: &d
+  nthreads: 2
+scheduler: {host: s}
+workers:
+  - &w {host: w1, nthreads: 3}
+  - {<<: *w, host: w2}
+""")
+    inv = inventory.load(path)
+    assert [(w.host.address, w.nthreads) for w in inv.workers] == [("w1", 3), ("w2", 3)]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("9" * 5000, "a number with more than 4300 digits"),
+    ("2001-13-45", "cannot read this value: month must be in 1..12"),
+], ids=["huge-int", "bad-date"])
+def test_values_yaml_cannot_construct(tmp_path, value, message):
+    path = write(tmp_path, f"scheduler:\n  host: s\n  port: {value}\nworkers: [{{host: w}}]\n")
+    err = error_of(path)  # was ValueError from inside PyYAML, exit 1
+    assert err.message == f"{path}:3: not valid YAML: {message}"
+
+
+def test_character_yaml_does_not_allow_gives_its_line(tmp_path):
+    path = write(tmp_path, "scheduler: {host: s}\nworkers: [{host: w}]\nname: x\x00\n")
+    err = error_of(path)
+    assert err.message == f"{path}:3: not valid YAML: the character '\\x00' is not allowed in YAML; remove it"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("host", '"a\\0b"'), ("host", '"w\\n"'), ("host", "-oProxyCommand=x"), ("host", "ホスト"), ("host", "''"),
+    ("python", '"/usr/bin/python3\\0"'), ("workdir", '"/tmp/a\\nb"'), ("user", "''"), ("user", '"\\e[2J"'),
+], ids=lambda v: v.encode("unicode_escape").decode())
+def test_host_and_paths_refuse_control_characters_and_odd_names(tmp_path, field, value):
+    entry = f"host: {value}" if field == "host" else f"host: w\n    {field}: {value}"
+    path = write(tmp_path, f"scheduler:\n  host: s\nworkers:\n  - nthreads: 1\n    {entry}\n")
+    found = problems(path)  # NUL used to reach the host's agent (TypeError there), a newline the argv
+    assert [(line, f) for line, f, _ in found] == [(5 if field == "host" else 6, f"workers[0].{field}")]
+    if field == "host":
+        assert found[0][2].startswith("not a host name or IP address")
+    assert "\x00" not in found[0][2] and "\x1b" not in found[0][2]
+
+
+def test_cluster_name_with_a_trailing_newline_is_refused(tmp_path):
+    path = write(tmp_path, 'name: "x\\n"\nscheduler: {host: s}\nworkers: [{host: w}]\n')
+    assert where(problems(path)) == {(1, "name")}  # "$" in the pattern let it through
+
+
+@pytest.mark.parametrize("value", ["[]", "0", "''", "false", "[a]"])
+def test_defaults_that_are_not_a_mapping(tmp_path, value):
+    path = write(tmp_path, f"defaults: {value}\nscheduler: {{host: s}}\nworkers: [{{host: w}}]\n")
+    assert where(problems(path)) == {(1, "defaults")}  # `or {}` let the falsy ones through
+
+
+def test_empty_defaults_section_is_fine(tmp_path):
+    path = write(tmp_path, "defaults:\nscheduler: {host: s}\nworkers: [{host: w}]\n")
+    assert inventory.load(path).workers[0].nworkers == 1
+
+
+def test_huge_nworkers_is_refused_not_built(tmp_path):
+    path = write(tmp_path, "scheduler: {host: s}\nworkers:\n  - host: w\n    nworkers: 100000000000\n")
+    found = problems(path)  # was a hang in spec.build (10^11 process specs)
+    assert where(found) == {(4, "workers[0].nworkers")}
+    assert "less than or equal to 1024" in found[0][2]
+
+
+def test_too_many_worker_processes_in_all(tmp_path):
+    workers = "".join(f"  - {{host: w{i}, nworkers: 1000}}\n" for i in range(11))
+    path = write(tmp_path, "scheduler: {host: s}\nworkers:\n" + workers)
+    found = problems(path)
+    assert where(found) == {(2, "workers")}
+    assert "11000 worker processes in all" in found[0][2]
+
+
+def test_hosts_that_would_share_an_id(tmp_path):
+    path = write(tmp_path, "scheduler: {host: s}\nworkers:\n  - host: 'fe80::1'\n  - host: fe80__1\n")
+    found = problems(path)  # both were the host id fe80__1: one process name, one directory, one state entry
+    assert where(found) == {(4, "workers[1].host")}
+    assert "same id 'fe80__1' as workers[0].host" in found[0][2]
+
+
+def test_long_values_are_cut_in_messages(tmp_path):
+    path = write(tmp_path, f"scheduler:\n  host: s\n  port: '{'x' * 100_000}'\nworkers: [{{host: w}}]\n")
+    (detail,) = error_of(path).details
+    assert detail.startswith(f"{path}:3: scheduler.port: Input should be a valid integer (got 'xxx")
+    assert len(detail) < len(str(path)) + 150
+
+
+def test_keys_yaml_reads_as_other_types_get_their_line(tmp_path):
+    path = write(tmp_path, "scheduler: {host: s}\nworkers: [{host: w}]\n~: x\n3: y\n")
+    assert where(problems(path)) == {(3, "None"), (4, "3")}
+
+
+def test_many_problems_are_capped(tmp_path):
+    workers = "".join(f"  - {{host: w{i}, nthreads: x}}\n" for i in range(150))
+    (detail, *_) = details = error_of(write(tmp_path, "scheduler: {host: s}\nworkers:\n" + workers)).details
+    assert len(details) == inventory.MAX_DETAILS + 1
+    assert details[-1] == "... and 50 more problems"
