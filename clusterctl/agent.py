@@ -269,7 +269,53 @@ def op_alive(req):
     return {"alive": _alive(req["check"])}
 
 
-OPS = {"probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail}
+def _reach(host, port, timeout):
+    """'listening' | 'refused' (the host answers, nothing listens) | 'timeout' | an error text."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "listening"
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "timeout"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def op_doctor(req):
+    """The probe, plus this host's clock, free memory and disk, and whether it reaches the scheduler."""
+    out = op_probe(req)
+    out["time"] = time.time()
+    try:
+        import psutil
+
+        out["mem_available"] = psutil.virtual_memory().available
+        out["mem_total"] = psutil.virtual_memory().total
+    except Exception:  # psutil comes with distributed; without it, /proc/meminfo
+        out["mem_available"] = out["mem_total"] = None
+        try:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            out["mem_available"] = int(info["MemAvailable"].split()[0]) * 1024
+            out["mem_total"] = int(info["MemTotal"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            pass
+    path = req.get("workdir") or "/"
+    while path and not os.path.exists(path):  # the workdir may not exist yet: its nearest parent
+        path = os.path.dirname(path.rstrip("/")) or "/"
+    try:
+        st = os.statvfs(path)
+        out["disk_free"], out["disk_path"] = st.f_bavail * st.f_frsize, path
+    except OSError as exc:
+        out["disk_free"], out["disk_path"] = None, "%s: %s" % (path, exc.strerror)
+    target = req.get("reach")
+    out["reach"] = _reach(target[0], target[1], req.get("reach_timeout", 3)) if target else None
+    return out
+
+
+OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail}
 
 
 def main(argv):

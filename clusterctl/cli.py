@@ -68,6 +68,8 @@ def up(
     timeout: float = typer.Option(60.0, help="Seconds to wait for every worker to register."),
     rotate_certs: bool = typer.Option(False, "--rotate-certs", help="Issue a new CA and certificates and"
                                       " restart every process with them; the old ones stop working."),
+    run_setup: bool = typer.Option(False, "--setup", help="First run the inventory's setup commands on every"
+                                   " host (as 'clusterctl setup'); start nothing if one fails."),
     json_output: bool = JSON,
 ) -> None:
     """Check the hosts, start the scheduler and workers, wait until healthy, record what runs.
@@ -80,6 +82,15 @@ def up(
         from clusterctl import inventory as inventories, reconcile
 
         inv = inventories.load(inventory)
+        if run_setup and inv.setup:
+            from clusterctl import ops
+
+            done = asyncio.run(ops.setup(ops.targets_from_inventory(inv), 1800.0,
+                                         on_done=None if console.json else console.host_output))
+            if done.exit_code != 0:
+                console.run_result(inv.name, "setup", f"{len(inv.setup)} command(s)", done)
+                console.line("setup failed on the host(s) above: nothing was started")
+                return done.exit_code
         with console.progress("starting") as progress:
             result = asyncio.run(reconcile.up(inv, timeout=timeout, progress=progress,
                                               rotate_certs=rotate_certs))
@@ -240,6 +251,115 @@ def down(
             return 0
         result = asyncio.run(teardown.down(name, force=force, inventory=inv, grace=grace))
         console.down_result(result)
+        return result.exit_code
+
+    _run(console, work)
+
+def _targets(inventory: Optional[Path], cluster: Optional[str], hosts: Optional[str], role: Optional[str]):
+    """(cluster name, targets, inventory or None): the hosts of --inventory, else of the running cluster."""
+    from clusterctl import inventory as inventories, ops, status as statuses
+
+    wanted = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
+    if inventory is not None:
+        inv = inventories.load(inventory)
+        return inv.name, ops.select(ops.targets_from_inventory(inv), wanted, role), inv
+    current = statuses.load_state(cluster)
+    return current.cluster, ops.select(ops.targets_from_state(current), wanted, role), None
+
+
+HOSTS = typer.Option(None, "--hosts", help="Only these hosts: comma-separated host ids or addresses.")
+ROLE = typer.Option(None, "--role", help="Only hosts that run a 'scheduler' or a 'worker'.")
+
+
+@app.command("exec", context_settings={"ignore_unknown_options": True})
+def exec_(
+    command: list[str] = typer.Argument(..., help="The command, after '--'; several words are joined"
+                                        " with shell quoting, one word is given to sh -c as it is."),
+    hosts: Optional[str] = HOSTS,
+    role: Optional[str] = ROLE,
+    inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="The hosts of this inventory"
+                                             " (the cluster need not be up)."),
+    timeout: float = typer.Option(600.0, help="Seconds each host's command may run."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """Run a shell command on every host at once; [host]-prefixed output, then exit codes per host.
+
+    {python} and {workdir} in the command become the host's interpreter and the cluster's folder.
+    Exit code 0 when it succeeded everywhere, 1 when it failed somewhere, 3 when a host was unreachable.
+    """
+    import shlex
+
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import ops
+
+        name, targets, _ = _targets(inventory, cluster, hosts, role)
+        text = command[0] if len(command) == 1 else shlex.join(command)
+        result = asyncio.run(ops.execute(targets, text, timeout, on_done=None if console.json else console.host_output))
+        console.run_result(name, "exec", text, result)
+        return result.exit_code
+
+    _run(console, work)
+
+
+@app.command()
+def setup(
+    inventory: Path = typer.Argument(DEFAULT_INVENTORY, help="The host inventory with a 'setup:' list."),
+    hosts: Optional[str] = HOSTS,
+    role: Optional[str] = ROLE,
+    timeout: float = typer.Option(1800.0, help="Seconds each setup command may run."),
+    json_output: bool = JSON,
+) -> None:
+    """Run the inventory's setup commands on every host, in order, all hosts at once.
+
+    A host stops at its first failing command. Also run by 'up --setup' before anything starts.
+    """
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import ops
+
+        name, targets, inv = _targets(inventory, None, hosts, role)
+        if not inv.setup:
+            console.line(f"{inventory}: no 'setup:' commands; nothing to do")
+            return 0
+        result = asyncio.run(ops.setup(targets, timeout, on_done=None if console.json else console.host_output))
+        console.run_result(name, "setup", f"{len(inv.setup)} command(s)", result)
+        return result.exit_code
+
+    _run(console, work)
+
+
+@app.command()
+def doctor(
+    inventory: Optional[Path] = typer.Argument(None, help="Check the hosts of this inventory (default: the"
+                                               " running cluster's)."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """Check every host: versions against this machine, clock skew, free memory and disk, and
+    whether each worker host reaches the scheduler's port.
+
+    Exit code 0 when all is well, 1 when something needs fixing, 3 when a host is unreachable.
+    """
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import ops, spec, state
+
+        name, targets, inv = _targets(inventory, cluster, None, None)
+        if inv is not None:
+            address = spec.build(inv).scheduler_address
+            try:
+                running = state.load(name) is not None
+            except Exception:  # an unreadable state: doctor still checks the hosts
+                running = False
+        else:
+            address, running = state.load(name).scheduler_address, True
+        result = asyncio.run(ops.doctor(name, targets, address, running))
+        console.doctor_result(result)
         return result.exit_code
 
     _run(console, work)

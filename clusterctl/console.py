@@ -197,9 +197,19 @@ class Console:
         for host, procs in result.left.items():
             for p in procs:
                 self.err.print(f"[red]{escape(host)}[/]: still running pid {p['pid']}: {escape(p['cmd'])}")
-        if result.forgotten:
+        for host, why in result.unverified.items():
+            self.err.print(f"[yellow]{escape(host)}[/]: removed from the inventory while unreachable, and"
+                           f" unreachable now ({escape(why)}): what ran there was never verified stopped. If it"
+                           " comes back, run 'clusterctl down --force --inventory FILE' with an inventory that"
+                           " lists it")
+        if result.forgotten and result.unreachable:
+            self.out.print(f"cluster [bold]{escape(result.cluster)}[/]: stopped {len(result.stopped)} process(es);"
+                           f" {len(result.unreachable)} host(s) could not be checked (above): run the same"
+                           " command again when they answer")
+        elif result.forgotten:
             self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is down: stopped {len(result.stopped)}"
-                           " process(es), every host verified clean")
+                           " process(es), every " + ("reachable " if result.unverified else "") +
+                           "host verified clean")
         else:
             self.out.print(f"cluster [bold]{escape(result.cluster)}[/] is NOT fully down; its state is kept. Fix the"
                            " hosts above, then run 'clusterctl down' again (or 'down --force').")
@@ -227,3 +237,55 @@ class Console:
     def log_line(self, name: str, line: str) -> None:
         sys.stdout.write(f"[{name}] {line}\n")
         sys.stdout.flush()
+
+    # -- exec, setup, doctor ---------------------------------------------------------------------
+    def host_output(self, run: Any) -> None:
+        """One host's output as soon as it finishes: stdout lines on stdout, stderr on stderr."""
+        for line in run.stdout.splitlines():
+            sys.stdout.write(f"[{run.host}] {line}\n")
+        sys.stdout.flush()
+        for line in run.stderr.splitlines():
+            sys.stderr.write(f"[{run.host}] {line}\n")
+        if run.error:
+            sys.stderr.write(f"[{run.host}] {run.error}\n")
+        sys.stderr.flush()
+
+    def run_result(self, cluster: str, what: str, command: str, result: Any) -> None:
+        if self.json:
+            self.emit({"cluster": cluster, what: command, "exit_code": result.exit_code,
+                       "hosts": [dataclasses.asdict(r) for r in result.runs]})
+            return
+        table = Table(title=f"{what} on {cluster}: {command}", title_justify="left")
+        for col in ("host", "exit", "seconds", "note"):
+            table.add_column(col)
+        for r in result.runs:
+            status = ("[yellow]did not run[/]" if r.exit_status is None else
+                      "[green]0[/]" if r.exit_status == 0 else f"[red]{r.exit_status}[/]")
+            note = r.error or (f"failed: {r.command}" if what == "setup" and r.exit_status else "")
+            table.add_row(escape(r.host), status, f"{r.seconds:.1f}", escape(note))
+        self.out.print(table)
+        ok = sum(1 for r in result.runs if r.exit_status == 0)
+        self.out.print(f"{ok} of {len(result.runs)} host(s) succeeded", markup=False)
+
+    def doctor_result(self, result: Any) -> None:
+        if self.json:
+            self.emit(result)
+            return
+        table = Table(title=f"doctor: {result.cluster} (scheduler {result.scheduler},"
+                      f" {'running' if result.running else 'not running'})", title_justify="left")
+        for col in ("host", "roles", "status", "python", "dask", "distributed", "xgboost", "clock",
+                    "memory free", "disk free", "scheduler port"):
+            table.add_column(col, no_wrap=True)
+        table.add_row("(client)", "", "", *(str(result.client_versions.get(k) or "-") for k in
+                                            ("python", "dask", "distributed", "xgboost")), "", "", "", "")
+        colour = {"ok": "green", "unreachable": "yellow", "problem": "red"}
+        for r in result.rows:
+            clock = "-" if r.clock_skew is None else f"{r.clock_skew:+.2f} s"
+            table.add_row(escape(r.host), ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
+                          *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")),
+                          clock, _size(r.mem_available), _size(r.disk_free), escape(r.scheduler_port or "-"))
+        self.out.print(table)
+        for problem in result.problems:
+            self.err.print(f"[red]-[/] {escape(problem)}")
+        self.out.print("[green]all hosts look fine[/]" if not result.problems else
+                       f"[red]{len(result.problems)} problem(s)[/]: fix them, then run 'clusterctl doctor' again")

@@ -59,6 +59,18 @@ def _bind_host(value: str) -> str:
     return value if value == "" else _host(value)  # "" binds every interface, like 0.0.0.0
 
 
+def _command(value: str) -> str:
+    """A setup command: one shell command line, run with sh -c on every host."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if len(value) > 4 * MAX_TEXT:
+        raise ValueError(f"is longer than {4 * MAX_TEXT} characters")
+    bad = next((c for c in value if c != "\t" and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"contains the control character {bad!r}; remove it")
+    return value
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Text = Annotated[str, AfterValidator(_text)]
@@ -113,6 +125,8 @@ class _InventoryFile(_Strict):
     name: str | None = None
     # YAML reads a bare `off` as false, so a bool is accepted too.
     tls: Literal["auto", "off"] | bool | _TlsFiles = "auto"
+    # Shell commands for `clusterctl setup` / `up --setup`, run in order on every host.
+    setup: list[Annotated[str, AfterValidator(_command)]] = Field(default_factory=list, max_length=100)
     defaults: _Defaults = Field(default_factory=_Defaults)
     scheduler: _SchedulerEntry
     workers: list[_WorkerEntry] = Field(min_length=1)
@@ -183,6 +197,7 @@ class Inventory:
     scheduler: SchedulerSpec
     workers: tuple[WorkerGroup, ...]
     tls: TlsConfig = TlsConfig()
+    setup: tuple[str, ...] = ()
 
     def hosts(self) -> list[Host]:
         """Every distinct host, scheduler first."""
@@ -436,7 +451,7 @@ def parse(text: str, file: Path) -> Inventory:
     name = top.name if top is not None and top.name is not None else file.stem
     inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
     if inventory is not None and top is not None:
-        inventory = replace(inventory, tls=_tls(top.tls, lines, problems))
+        inventory = replace(inventory, tls=_tls(top.tls, lines, problems), setup=tuple(top.setup))
     if problems:
         problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]

@@ -30,6 +30,7 @@ class Plan:
     stop: list[ProcessRecord] = field(default_factory=list)  # running but no longer wanted as they are
     drop: list[ProcessRecord] = field(default_factory=list)  # recorded but gone: forget them
     unknown: list[ProcessRecord] = field(default_factory=list)  # on hosts that cannot be reached
+    detach: list[ProcessRecord] = field(default_factory=list)  # on unreachable hosts the inventory dropped
 
     @property
     def empty(self) -> bool:
@@ -63,11 +64,12 @@ def plan(desired: Sequence[ProcessSpec], recorded: Sequence[ProcessRecord], aliv
             result.stop.append(records[want.name])
             result.start.append(want)
     wanted = {w.name for w in desired}
+    wanted_hosts = {w.host.id for w in desired}
     for record in recorded:
         if record.name in wanted:
             continue
         if record.host in unreachable:
-            result.unknown.append(record)
+            (result.unknown if record.host in wanted_hosts else result.detach).append(record)
         else:
             (result.stop if alive.get(record.name) else result.drop).append(record)
     return result
@@ -199,7 +201,16 @@ def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | No
     return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
                         hosts=hosts, processes=list(previous.processes) if previous else [],
-                        pythons=pythons, versions=client)
+                        pythons=pythons, versions=client,
+                        detached=list(previous.detached) if previous else [])
+
+
+def _prune(current: ClusterState, cluster: ClusterSpec) -> None:
+    """Forget hosts that neither the inventory nor any record needs any more."""
+    needed = {p.host.id for p in cluster.processes} | {r.host for r in current.processes + current.detached}
+    for table in (current.hosts, current.roots, current.pythons):
+        for host_id in [h for h in table if h not in needed]:
+            del table[host_id]
 
 
 async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None = None,
@@ -219,6 +230,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
         current = _new_state(inv, cluster, previous, client)
         current.tls = client_tls
         recorded = current.processes
+        detached, current.detached = current.detached, []
         new_certs = (previous is not None and previous.tls is not None and client_tls is not None
                      and previous.tls.get("fingerprint") != client_tls["fingerprint"])
         async with Pool(states.home() / "known_hosts") as pool:
@@ -232,8 +244,15 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
                                   dashboard_url=cluster.dashboard_url, rows=[], client_versions=client,
                                   kept=[p.name for p in cluster.processes])
                 _warn(inv, client_tls, result)
+                current.detached = await _stop_detached(pool, current, detached, result)
+                _prune(current, cluster)
                 states.save(current)
                 return result
+            # Processes left on hosts the inventory dropped while they were unreachable: planned
+            # like any other record, so they are stopped if their host answers now.
+            current.processes = recorded = recorded + detached
+            for r in detached:
+                hosts.setdefault(current.host(r.host).key, current.host(r.host))
             await pool.open(list(hosts.values()))
             say("preflight")
             result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
@@ -242,6 +261,28 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             # is registered, and waits for those that are alive but not registered yet.
             the_plan = plan(cluster.processes, recorded, alive, unreachable, replace_all=new_certs)
             return await _apply(pool, cluster, current, the_plan, result, unreachable, timeout, say)
+
+
+async def _stop_detached(pool: Pool, current: ClusterState, detached: list[ProcessRecord],
+                         result: UpResult) -> list[ProcessRecord]:
+    """Stop what runs on dropped hosts that answer again; the records still not verified stopped."""
+    if not detached:
+        return []
+    hosts = {r.host: current.host(r.host) for r in detached}
+    await pool.open(list(hosts.values()))
+    reachable = [r for r in detached if pool.get(hosts[r.host]) is not None]
+    try:
+        left = await stop_records(pool, current, reachable)
+    except ClusterctlError as exc:
+        result.warnings.append(f"could not stop what runs on a host dropped from the inventory: {exc.message}")
+        return detached
+    result.stopped += [r.name for r in reachable if r.host not in left]
+    keep = [r for r in detached if pool.get(hosts[r.host]) is None or r.host in left]
+    for host_id in sorted({r.host for r in keep}):
+        result.warnings.append(f"{host_id} is no longer in the inventory and what clusterctl started there"
+                               " was not verified stopped (host unreachable): up and down will stop it"
+                               " when the host answers again")
+    return keep
 
 
 def _warn(inv: Inventory, client_tls: dict | None, result: UpResult) -> None:
@@ -319,8 +360,15 @@ async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: 
     if failed:
         raise PreflightFailed(f"preflight failed on {len({h for h, _ in failed})} host(s); nothing was started",
                               result)
-    if unreachable:
-        result.problems += [rows[h].message for h in sorted(unreachable)]
+    wanted_hosts = {p.host.id for p in cluster.processes}
+    for h in sorted(unreachable):
+        if h in wanted_hosts:
+            result.problems.append(rows[h].message)
+        else:  # a host the inventory no longer lists: what ran there is kept aside, not a failure
+            result.warnings.append(f"{rows[h].message}. {h} is no longer in the inventory; what clusterctl"
+                                   " started there was not verified stopped: up and down will stop it"
+                                   " when the host answers again")
+    if result.problems:
         result.exit_code = PARTIAL
     return result, alive, unreachable
 
@@ -337,6 +385,11 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
             await stop_records(pool, current, the_plan.stop)
             result.stopped = [r.name for r in the_plan.stop]
         current.processes = [r for r in current.processes if r.name not in gone]
+        if the_plan.detach:
+            names = {r.name for r in the_plan.detach}
+            current.processes = [r for r in current.processes if r.name not in names]
+            current.detached = list(the_plan.detach)
+        _prune(current, cluster)
         states.save(current)
         say("start", names=[p.name for p in the_plan.start])
         # Shielded: an interrupt must not lose the pids of processes that the hosts did start.

@@ -58,6 +58,9 @@ class ClusterState:
     tls: dict[str, str] | None = None  # client credentials {mode, ca, cert, key, fingerprint}; None: plain TCP
     versions: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0
+    # Processes on hosts removed from the inventory while unreachable: never verified stopped.
+    # up and down stop them once the host answers again; they do not count against health.
+    detached: list[ProcessRecord] = field(default_factory=list)
 
     def host(self, host_id: str) -> Host:
         return Host(**self.hosts[host_id])
@@ -104,6 +107,7 @@ def load(name: str) -> ClusterState | None:
     try:
         raw.pop("version")
         raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
+        raw["detached"] = [ProcessRecord(**p) for p in raw.get("detached", [])]
         return ClusterState(**raw)
     except (TypeError, KeyError) as exc:
         raise StateError(_corrupt(path, name, f"missing or unexpected field ({exc})")) from None

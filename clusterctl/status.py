@@ -64,6 +64,8 @@ async def collect(current: ClusterState) -> dict[str, Any]:
                       "workers_registered": len(seen)},
         "workers": workers,
         "unreachable": unreachable,
+        # on hosts the inventory dropped while unreachable; not verified stopped, not part of health
+        "detached": [{"host": r.host, "name": r.name, "pid": r.pid} for r in current.detached],
         "healthy": healthy,
         "exit_code": OK if healthy else (FAILED if not scheduler_alive else PARTIAL),
     }

@@ -19,6 +19,9 @@ class DownResult:
     stopped: list[str] = field(default_factory=list)
     left: dict[str, list[dict]] = field(default_factory=dict)  # host id -> processes still running
     unreachable: dict[str, str] = field(default_factory=dict)  # host id -> why
+    # Hosts the inventory dropped while unreachable, still unreachable: host id -> why. What ran
+    # there was never verified stopped; they do not keep the cluster from being forgotten.
+    unverified: dict[str, str] = field(default_factory=dict)
     retired: bool = False
     forgotten: bool = False
     nothing: bool = False
@@ -56,9 +59,13 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
                 failure = pool.failure(current.host(host_id))
                 if failure is not None:
                     result.unreachable[host_id] = failure.message
+            only_detached = {r.host for r in current.detached} - {r.host for r in current.processes}
+            for host_id in only_detached & set(result.unreachable):
+                result.unverified[host_id] = result.unreachable.pop(host_id)
             if not force:
                 result.retired = await _retire_all(pool, current)
-            records = [r for r in current.processes if r.host not in result.unreachable]
+            records = [r for r in current.processes + current.detached
+                       if r.host not in result.unreachable and r.host not in result.unverified]
             # Every host at once: its recorded processes, then anything else under the cluster's
             # directory, which verifies the host and catches processes the state no longer knows
             # (a lost state, a crashed up). The workers are retired already, so their scheduler
@@ -71,13 +78,17 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
                                       for name in names} - set(result.stopped))
         remaining = [r for r in current.processes
                      if r.host in result.unreachable or r.host in result.left]
-        if remaining:
+        left_detached = [r for r in current.detached if r.host in result.left]
+        if remaining or left_detached:
             current.processes = remaining
+            current.detached = left_detached + [r for r in current.detached if r.host in result.unverified]
             states.save(current)
             result.exit_code = PARTIAL if result.unreachable else FAILED
         else:
             states.forget(name)
             result.forgotten = True
+            if result.unreachable:  # nothing recorded there, but nothing verified either (--inventory)
+                result.exit_code = PARTIAL
         return result
 
 

@@ -388,3 +388,52 @@ def test_refused_key_and_missing_dask_are_caught_in_preflight(lab, ssh_cli, writ
     assert f"[{no_dask.addr}] dask and distributed are not installed for {bare}/bin/python" in result.err
     assert "set 'python:' to an interpreter that has" in result.err
     assert clean(lab, lab.hosts, cluster="preflight")
+
+
+def test_dead_host_dropped_from_the_inventory_is_set_aside_and_stopped_when_it_returns(lab, ssh_cli,
+                                                                                      write_inventory):
+    h1, h2 = lab.hosts[1], lab.hosts[2]
+    both = write_inventory([h1.addr, h2.addr], name="drop")
+    one = write_inventory([h1.addr], name="drop")
+    assert ssh_cli("up", both).code == 0
+    lab.link_down(h2)  # the host dies for good, as far as anyone can tell; its processes keep running
+    try:
+        up = ssh_cli("up", one)
+        assert up.code == 0, up.out + up.err
+        assert f"{h2.addr} is no longer in the inventory" in up.err and "not verified stopped" in up.err
+        status = ssh_cli("status", "--json")
+        assert status.code == 0, status.out
+        assert [w["host"] for w in status.json["workers"]] == [h1.addr]
+        assert status.json["detached"] == [{"host": h2.addr, "name": f"{h2.addr}-worker-0",
+                                            "pid": status.json["detached"][0]["pid"]}]
+        assert ssh_cli("exec", "--json", "--", "true").json["hosts"][-1]["host"] == h1.addr  # not h2
+        assert ssh_cli("up", one).code == 0  # no-op: the dead host costs a warning, not exit 3
+    finally:
+        lab.link_up(h2)
+    assert dask_processes(lab, h2, cluster="drop") != []  # what ran there is still there...
+    again = ssh_cli("up", one)  # ...until the host answers: the next up stops it
+    assert again.code == 0, again.out + again.err
+    assert clean(lab, [h2], cluster="drop")
+    assert ssh_cli("status", "--json").json["detached"] == []
+
+    # The same, but the cluster is taken down while the dropped host is still dead.
+    assert ssh_cli("up", both).code == 0
+    lab.link_down(h2)
+    try:
+        assert ssh_cli("up", one).code == 0
+        down = ssh_cli("down")
+        assert down.code == 0, down.out + down.err
+        assert "never verified stopped" in down.err and "every reachable host verified clean" in down.out
+    finally:
+        lab.link_up(h2)
+    assert dask_processes(lab, h2, cluster="drop") != []
+    assert ssh_cli("down", "--force", "--inventory", both).code == 0  # what the warning says to do
+    assert clean(lab, lab.hosts[:3], cluster="drop")
+
+
+def test_down_force_inventory_with_a_host_that_does_not_answer_is_not_called_clean(lab, ssh_cli, write_inventory):
+    inv = write_inventory([lab.hosts[1].addr, lab.unused_addr()], name="nocheck")
+    down = ssh_cli("down", "--force", "--inventory", inv)
+    assert down.code == 3, down.out + down.err
+    assert "not verified" in down.err and "could not be checked" in down.out
+    assert "every host verified clean" not in down.out

@@ -128,14 +128,23 @@ def test_unreachable_host_that_has_nothing_recorded_gets_nothing_started(want):
     assert p.unknown == [] and p.stop == [] and p.drop == []
 
 
-def test_undesired_process_on_unreachable_host_is_unknown(want):
+def test_process_of_an_unreachable_host_the_inventory_dropped_is_detached(want):
     recs = [record(w) for w in want]
     fewer = desired(INVENTORY.replace("  - host: w2\n", ""))
     alive = {r.name: True for r in recs}
     p = plan(fewer, recs, alive, unreachable={"w2"})
-    assert names(p.unknown) == ["w2-worker-0"]
+    # Set aside (kept in the state, stopped when the host answers), not a process of the cluster.
+    assert names(p.detach) == ["w2-worker-0"] and p.unknown == []
     assert p.stop == [] and p.drop == [] and p.start == []
-    assert p.empty  # nothing to do now: the unknown process waits for its host
+    assert p.empty
+
+
+def test_undesired_process_on_an_unreachable_host_still_listed_is_unknown(want):
+    recs = [record(w) for w in want]
+    extra = ProcessRecord(**{**record(want[3]).__dict__, "name": "w2-worker-9"})
+    alive = {r.name: True for r in recs + [extra]}
+    p = plan(want, recs + [extra], alive, unreachable={"w2"})
+    assert "w2-worker-9" in names(p.unknown) and p.detach == []
 
 
 def test_plan_does_not_mutate_its_inputs(want):
