@@ -9,10 +9,11 @@ CLI    := $(VENV)/bin/clusterctl
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt: the exact versions the tests ran with and the container image installs.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,ml]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ml]'
 	touch $@
 
 # CLUSTERCTL_SLOW_TESTS=1: include the sentiment job's full default run (~40 s), the quality bar.
@@ -27,6 +28,7 @@ demo: venv
 bench: venv
 	$(PY) bench/submit_overhead.py
 	$(PY) bench/bringup.py
+	$(PY) bench/sentiment_throughput.py
 
 # Not a test either: CYCLES (default 20) up / submit / kill -9 a worker / down cycles on the SSH lab
 # (root), checking every host for leaked processes and ports. Exit 1 on any leak; bench/results/soak.json.

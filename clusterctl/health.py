@@ -71,6 +71,10 @@ async def probe(pool: Pool, host: Host, python: str, *, check: list[dict] = (),
     return result
 
 
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
 def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list[tuple[str, str]]:
     """(host id, problem) for differences that break a Dask cluster: python, dask and distributed
     anywhere, xgboost where both sides have it; and dask or distributed missing."""
@@ -85,6 +89,8 @@ def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list
                              f" {it}, or set 'python:' to an interpreter that has {it}"))
         for name in ("python", "dask", "distributed", "xgboost"):
             mine, theirs = client.get(name), p.versions.get(name)
+            if name == "python" and mine and theirs:  # pickles travel between minor versions, not
+                mine, theirs = _minor(mine), _minor(theirs)  # across them: 3.11.2 works with 3.11.9
             if theirs is not None and mine is not None and mine != theirs:
                 problems.append((p.host.id, f"[{p.host.id}] {name} {theirs} differs from the client's {mine}"))
     return problems
