@@ -168,6 +168,11 @@ def op_start(req):
 
     started = {}
     for proc in req["procs"]:
+        for path in proc.get("clear", []):  # e.g. a scheduler file of the scheduler being replaced
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         try:
             os.makedirs(proc["dir"], exist_ok=True)
             log = open(os.path.join(proc["dir"], "log"), "ab")

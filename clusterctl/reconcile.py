@@ -8,6 +8,7 @@ once and waits until the scheduler sees every worker. Run it twice and the secon
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -148,12 +149,15 @@ async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[Proc
     return left
 
 
-async def _start(pool: Pool, procs: Sequence[ProcessSpec]) -> tuple[dict[str, int], dict[str, str]]:
-    """Start processes, one agent call per host, all hosts at once. (name -> pid, name -> error)."""
+async def _start(pool: Pool, procs: Sequence[ProcessSpec],
+                 new_scheduler: bool = False) -> tuple[dict[str, int], dict[str, str]]:
+    """Start processes, one agent call per host, all hosts at once. (name -> pid, name -> error).
+    ``new_scheduler``: the workers' scheduler file names the old one; it is removed first."""
     async def one(host: Host, group: list[ProcessSpec]) -> dict:
         transport = pool.get(host)
         assert transport is not None
-        payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env)} for p in group]
+        payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env),
+                    "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []} for p in group]
         try:
             for remote_path, local in {dst: src for p in group for src, dst in p.files}.items():
                 await transport.put(local, remote_path, 0o600)
@@ -171,6 +175,34 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec]) -> tuple[dict[str, in
             else:
                 errors[name] = info.get("error", "did not start")
     return pids, errors
+
+
+async def _publish_scheduler(pool: Pool, cluster: ClusterSpec, workers: Sequence[ProcessSpec]) -> list[str]:
+    """Write the scheduler's address into the scheduler file of each of these workers' hosts: what
+    they wait for before they connect. Returns problems (a host that cannot be written)."""
+    import json
+    import tempfile
+
+    targets = {(w.host, w.scheduler_file): w.host for w in workers if w.scheduler_file}
+    if not targets:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "scheduler.json")
+        with open(local, "w") as f:
+            json.dump({"type": "Scheduler", "address": cluster.scheduler_address}, f)
+
+        async def one(host: Host, path: str) -> str:
+            transport = pool.get(host)
+            if transport is None:
+                return ""
+            try:
+                await transport.put(local, path, 0o600)
+            except ClusterctlError as exc:
+                return exc.message
+            return ""
+
+        said = await asyncio.gather(*(one(h, path) for h, path in targets))
+    return [text for text in said if text]
 
 
 async def tail_logs(pool: Pool, procs: Sequence[ProcessSpec | ProcessRecord], host_of: Callable,
@@ -392,8 +424,12 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
         _prune(current, cluster)
         states.save(current)
         say("start", names=[p.name for p in the_plan.start])
+        new_scheduler = any(p.role == "scheduler" for p in the_plan.start)
+        new_workers = [p for p in the_plan.start if p.role == "worker"]
+        if new_workers and not new_scheduler:  # it answers already: the new workers may dial it at once
+            result.problems += await _publish_scheduler(pool, cluster, new_workers)
         # Shielded: an interrupt must not lose the pids of processes that the hosts did start.
-        starting = asyncio.ensure_future(_start(pool, the_plan.start))
+        starting = asyncio.ensure_future(_start(pool, the_plan.start, new_scheduler))
         started, errors = await asyncio.shield(starting)
         current.processes += [_record(p, started[p.name]) for p in the_plan.start if p.name in started]
         states.save(current)
@@ -417,7 +453,8 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
         # is reported at once instead of being waited for until the timeout.
         kept = {p.name for p in the_plan.keep}
         watch = {r.name: r.pid for r in current.processes if r.name in kept} | started
-        await _wait(pool, cluster, current, result, unreachable | set(errors), watch, timeout, say)
+        await _wait(pool, cluster, current, result, unreachable | set(errors), watch, timeout, say,
+                    publish=new_workers if new_scheduler else [])
     except BaseException:
         if starting is not None and not started:
             started = (await starting)[0]
@@ -448,9 +485,11 @@ async def _retire(pool: Pool, cluster: ClusterSpec, records: list[ProcessRecord]
 
 
 async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result: UpResult,
-                skip: set[str], watch: dict[str, int], timeout: float, say: Progress) -> None:
+                skip: set[str], watch: dict[str, int], timeout: float, say: Progress,
+                publish: Sequence[ProcessSpec] = ()) -> None:
     """Until the scheduler sees every expected worker; a process of ``watch`` (name -> pid) that
-    died stops the wait for it."""
+    died stops the wait for it. ``publish``: workers waiting for the new scheduler's address,
+    written to their hosts as soon as it answers."""
     s = cluster.scheduler
     expected = {w.name for w in cluster.workers if w.host.id not in skip and w.name not in skip}
     deadline = time.monotonic() + timeout
@@ -463,6 +502,8 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
         if identity is not None and identity.get("address") != cluster.scheduler_address:
             why = f"a scheduler at {identity.get('address')} answers instead of {cluster.scheduler_address}"
             identity = None
+        if identity is not None and not scheduler_up and publish:
+            result.problems += await _publish_scheduler(pool, cluster, publish)
         scheduler_up = scheduler_up or identity is not None
         seen = set(health.registered(identity)) & expected
         say("wait", registered=len(seen), expected=len(expected), scheduler=identity is not None)

@@ -34,6 +34,7 @@ class ProcessSpec:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[int, ...] = field(default=())  # must be free on the host before start
     files: tuple[tuple[str, str], ...] = ()  # (local, remote): copied 0600 into a 0700 folder first
+    scheduler_file: str = ""  # a worker: where it waits for the scheduler's address (see reconcile)
 
     @property
     def log(self) -> str:
@@ -86,7 +87,11 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
         for i in range(group.nworkers):
             wname = f"{group.host.id}-worker-{i}"
             wdir = posixpath.join(cluster_root(group.workdir, inv.name), wname)
-            argv = [group.python, "-m", "dask", "worker", address, "--name", wname,
+            # Not the address: the worker waits for this file, which clusterctl writes once the
+            # scheduler answers. Started at the same time as the scheduler, a worker that dialled
+            # it at once would back off exponentially (distributed's connect: up to seconds).
+            sfile = scheduler_file(group.workdir, inv.name)
+            argv = [group.python, "-m", "dask", "worker", "--scheduler-file", sfile, "--name", wname,
                     "--host", group.host.address, "--memory-limit", group.memory_limit,
                     "--local-directory", wdir, "--pid-file", posixpath.join(wdir, "pid"),
                     "--nanny" if group.nanny else "--no-nanny", "--no-dashboard"]
@@ -98,7 +103,8 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
             env = (("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", group.start_method),) + _tls_env(tls_files)
             workers.append(ProcessSpec(name=wname, role="worker", host=group.host, python=group.python,
                                        dir=wdir, argv=tuple(argv), env=env,
-                                       files=_tls_copies(tls_files, group.workdir, inv.name, "worker")))
+                                       files=_tls_copies(tls_files, group.workdir, inv.name, "worker"),
+                                       scheduler_file=sfile))
     # The dashboard is reached from the scheduler's own host (the agent), so loopback works.
     http_host = "127.0.0.1" if dash_bind in ("0.0.0.0", "::", "") else dash_bind
     http = f"http://{_hostport(http_host, s.dashboard_port)}"
@@ -106,6 +112,10 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
     return ClusterSpec(name=inv.name, scheduler=scheduler, workers=tuple(workers),
                        scheduler_address=address, dashboard_url=dashboard, http_url=http,
                        tls=bool(tls_files))
+
+
+def scheduler_file(workdir: str, cluster: str) -> str:
+    return posixpath.join(cluster_root(workdir, cluster), "scheduler.json")
 
 
 def remote_tls_paths(workdir: str, cluster: str, role: str) -> tuple[str, str, str]:

@@ -120,7 +120,7 @@ def test_two_ups_at_once_start_one_scheduler(cli, local_inventory):
     assert codes in ([0, 0], [0, 1]), [(r.code, r.err) for r in results]
     for r in refused:
         assert "busy" in r.err
-    schedulers = [p for p in ours(workdir) if "scheduler" in " ".join(p.cmdline())]
+    schedulers = [p for p in ours(workdir) if "dask scheduler" in " ".join(p.cmdline())]
     assert len(schedulers) == 1
     assert cli("down").code == 0
     assert ours(workdir) == []
