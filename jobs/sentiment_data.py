@@ -156,17 +156,19 @@ def synthetic_partition(pools, seed: int, blocks: list[tuple[int, int]]) -> pd.D
     return pd.concat([synthetic_block(pools, seed, b, n) for b, n in blocks], ignore_index=True)
 
 
-def synthetic_frame(n: int, seed: int, npartitions: int, corpus: pd.DataFrame) -> dd.DataFrame:
-    """n rows made on the workers, partition by partition; nothing ever holds all n."""
+def synthetic_chunks(n: int, npartitions: int) -> list[list[tuple[int, int]]]:
+    """The (block, rows) of each partition of synthetic:n: at most SYNTH_PART_ROWS rows each."""
     sizes = [SYNTH_BLOCK] * (n // SYNTH_BLOCK) + ([n % SYNTH_BLOCK] if n % SYNTH_BLOCK else [])
     blocks = list(enumerate(sizes))
     nparts = min(len(blocks), max(npartitions, -(-n // SYNTH_PART_ROWS)))
+    return [[(int(b), int(k)) for b, k in c] for c in np.array_split(np.array(blocks, dtype=np.int64), nparts)]
+
+
+def synthetic_frame(n: int, seed: int, npartitions: int, corpus: pd.DataFrame) -> dd.DataFrame:
+    """n rows made on the workers, partition by partition; nothing ever holds all n."""
     # One task holds the clause pools; every partition depends on it: they travel once per worker.
     pools = dask.delayed(fragments(corpus), pure=True)
-    parts = [
-        dask.delayed(synthetic_partition, pure=True)(pools, seed, [(int(b), int(k)) for b, k in c])
-        for c in np.array_split(np.array(blocks, dtype=np.int64), nparts)
-    ]
+    parts = [dask.delayed(synthetic_partition, pure=True)(pools, seed, c) for c in synthetic_chunks(n, npartitions)]
     return dd.from_delayed(parts, meta=META, verify_meta=False)
 
 

@@ -11,8 +11,9 @@ Fixed parameters, no search: hashed word n-grams (char n-grams optional), sublin
 frequencies), logistic SGD with one pass over the training partitions in order.
 `single_node(...)` runs the same computation with scikit-learn in one process, the baseline.
 
-Returns rows per second of the training pass, seconds per stage (task time summed over the workers,
-from the scheduler's task stream) and the peak RSS of every worker process (psutil, sampled).
+Returns rows per second of the training pass, seconds per stage (measured inside the tasks, summed
+over the workers) and the peak RSS of every worker process (psutil, sampled). Partition i is loaded
+only once the fit of partition i - 2 x threads is done, so memory does not grow with the data.
 """
 
 from __future__ import annotations
@@ -35,35 +36,85 @@ import sentiment_data  # noqa: E402
 import sentiment_features as features  # noqa: E402
 import sentiment_report as report  # noqa: E402
 
-# -- per-partition steps (run on the workers; plain functions so the task names say the stage) ----
+# -- per-partition steps (run on the workers) -------------------------------------------------------
 
 
 def make_model(alpha: float, seed: int):
     from sklearn.linear_model import SGDClassifier
 
-    return SGDClassifier(loss="log_loss", alpha=alpha, random_state=seed)
+    model = SGDClassifier(loss="log_loss", alpha=alpha, random_state=seed)
+    model.stage_seconds_ = {"load": 0.0, "vectorize": 0.0, "fit": 0.0}
+    model.rows_ = 0
+    return model
 
 
-def vectorize_part(part, hasher, test_size: float, seed: int, side: str):
-    """(X, y) of one side ("train" or "test") of one partition: hashed, sublinear tf, l2 rows."""
+def vectorize_part(gate, loader, args, hasher, test_size: float, seed: int, side: str):
+    """(X, y, seconds) of one side ("train" or "test") of one partition, loaded here and now:
+    hashed, sublinear tf, l2 rows. ``gate`` only orders the task (see run)."""
+    t0 = time.perf_counter()
+    part = loader(*args)
+    t1 = time.perf_counter()
     flagged = sentiment._test_rows(part, test_size, seed)
     rows = flagged[flagged["test"] == (side == "test")]
     X = features._tfidf_block(features._hash_block(rows["text"].to_numpy(object), hasher),
                               None, sublinear_tf=True, norm="l2")  # fmt: skip
-    return X, rows["label"].to_numpy(np.int64)
+    return X, rows["label"].to_numpy(np.int64), {"load": t1 - t0, "vectorize": time.perf_counter() - t1,
+                                                  "rows": len(part)}
 
 
 def fit_part(model, Xy):
-    X, y = Xy
+    X, y, seconds = Xy
+    t0 = time.perf_counter()
     if X.shape[0]:
         model.partial_fit(X, y, classes=[0, 1])
+    model.stage_seconds_["fit"] += time.perf_counter() - t0
+    model.stage_seconds_["load"] += seconds["load"]
+    model.stage_seconds_["vectorize"] += seconds["vectorize"]
+    model.rows_ += seconds["rows"]
     return model
 
 
-def score_part(model, Xy):
-    X, y = Xy
+def done(model) -> int:
+    """A tiny task that finishes when ``model`` exists: what a later partition's load waits for."""
+    return 0
+
+
+def score_part(model, loader, args, hasher, test_size: float, seed: int):
+    X, y, seconds = vectorize_part(None, loader, args, hasher, test_size, seed, "test")
+    t0 = time.perf_counter()
     proba = model.predict_proba(X)[:, 1] if X.shape[0] else np.empty(0)
-    return y, proba
+    return y, proba, {**seconds, "score": time.perf_counter() - t0}
+
+
+def sources(client, data: str, seed: int, npartitions: int) -> tuple[list[tuple], dict]:
+    """[(loader, args)] per partition, in order, and what was loaded. ``loader(*args)`` returns the
+    partition's DataFrame(text, label) and depends on nothing else, so the job decides when each
+    partition is loaded. With a client, what all partitions share is sent to each worker once."""
+    kind, arg = sentiment_data.parse_spec(data)
+    if kind == "files":
+        if client is None:
+            raise ValueError("data: the single-node baseline reads 'reviews' or 'synthetic:N'")
+        files = client.submit(sentiment_data.expand, arg, pure=False).result()
+        if not files:
+            raise ValueError(f"data: {arg!r} matches no file on the workers (the path must be visible to them)")
+        blocks = sentiment_data.file_blocks(files, sentiment_data.BLOCKSIZE)
+        return ([(sentiment_data.read_block, b) for b in blocks],
+                {"source": "files", "pattern": arg, "n_files": len(files)})  # fmt: skip
+    corpus = sentiment_data.reviews_corpus()
+    if kind == "synthetic":
+        pools = sentiment_data.fragments(corpus)
+        if client is not None:
+            pools = client.scatter([pools], broadcast=True)[0]
+        return ([(sentiment_data.synthetic_partition, (pools, seed, c))
+                 for c in sentiment_data.synthetic_chunks(arg, npartitions)],
+                {"source": "synthetic", "rows_requested": arg})  # fmt: skip
+    bounds = np.linspace(0, len(corpus), max(1, npartitions) + 1).astype(int)
+    return ([(_rows, (corpus.iloc[a:b].reset_index(drop=True),)) for a, b in zip(bounds[:-1], bounds[1:])],
+            {"source": "reviews", "cache": str(sentiment_data.cache_dir() / sentiment_data.CORPUS_FILE)})
+
+
+def _rows(frame):
+    return frame
 
 
 # -- memory of the worker processes --------------------------------------------------------------
@@ -97,22 +148,6 @@ def read_sampler() -> int:
 
 # -- the job ----------------------------------------------------------------------------------------
 
-STAGES = {  # task-name prefix -> stage
-    "synthetic_partition": "load", "frompandas": "load", "fromdelayed": "load", "read_block": "load",
-    "vectorize_part": "vectorize", "fit_part": "fit", "score_part": "score",
-}
-
-
-def _stage_seconds(task_stream) -> dict:
-    out: dict = {}
-    for t in task_stream:
-        prefix = dask.utils.key_split(t["key"])
-        stage = next((s for p, s in STAGES.items() if prefix.startswith(p)), "other: " + prefix)
-        compute = sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
-        out[stage] = out.get(stage, 0.0) + compute
-    return {k: round(v, 3) for k, v in sorted(out.items())}
-
-
 def validate(p: dict) -> None:
     if not 16 <= p["n_features"] <= sentiment.MAX_FEATURES:
         raise ValueError(f"n_features: must be between 16 and {sentiment.MAX_FEATURES} (got {p['n_features']})")
@@ -123,12 +158,6 @@ def validate(p: dict) -> None:
     if not p["alpha"] > 0:
         raise ValueError(f"alpha: must be positive (got {p['alpha']})")
     sentiment_data.parse_spec(p["data"])
-
-
-def partitions(client, data: str, seed: int, npartitions: int):
-    """The data's partitions as Delayed objects, in order, and what was loaded."""
-    ddf, info = sentiment_data.load(client, data, seed, npartitions)
-    return ddf.to_delayed(optimize_graph=False), info
 
 
 def run(
@@ -144,45 +173,45 @@ def run(
     p = dict(locals())
     del p["client"]
     validate(p)
-    from distributed import get_task_stream
-
     hasher = features.make_hasher(n_features, char_ngrams)
     client.run(start_sampler)
+    window = 2 * sum(client.nthreads().values())
     t0 = time.perf_counter()
-    with get_task_stream(client) as ts:
-        parts, info = partitions(client, data, seed, npartitions)
-        # Pass 1: every partition hashed in parallel; partial_fit calls chained in partition order.
-        model = dask.delayed(make_model)(alpha, seed)
-        n_train = []
-        for part in parts:
-            Xy = dask.delayed(vectorize_part)(part, hasher, test_size, seed, "train")
-            n_train.append(dask.delayed(len)(Xy[1]))
-            model = dask.delayed(fit_part)(model, Xy)
-        model, n_train = client.compute([model, n_train], sync=True)
-        t_train = time.perf_counter() - t0
-        # Pass 2: the held-out rows of every partition, scored by the trained model.
-        t1 = time.perf_counter()
-        fitted = client.scatter(model, broadcast=True)  # one copy per worker, not one per task
-        scored = [dask.delayed(score_part)(fitted, dask.delayed(vectorize_part)(part, hasher, test_size, seed, "test"))
-                  for part in partitions(client, data, seed, npartitions)[0]]  # fmt: skip
-        scored = client.compute(scored, sync=True)
-        t_score = time.perf_counter() - t1
+    parts, info = sources(client, data, seed, npartitions)
+    # Pass 1: partitions loaded and hashed in parallel, partial_fit calls chained in partition order.
+    # Partition i is not loaded before the fit of partition i - window is done: at most `window`
+    # partitions wait in memory, however many there are (Dask alone would load them all ahead).
+    models = [dask.delayed(make_model)(alpha, seed)]
+    for i, (loader, args) in enumerate(parts):
+        gate = dask.delayed(done)(models[i - window + 1]) if i >= window else None
+        Xy = dask.delayed(vectorize_part)(gate, loader, args, hasher, test_size, seed, "train")
+        models.append(dask.delayed(fit_part)(models[-1], Xy))
+    model = client.compute(models[-1], sync=True)
+    t_train = time.perf_counter() - t0
+    # Pass 2: the held-out rows of every partition, loaded again and scored by the trained model.
+    t1 = time.perf_counter()
+    fitted = client.scatter(model, broadcast=True)  # one copy per worker, not one per task
+    scored = client.compute([dask.delayed(score_part)(fitted, loader, args, hasher, test_size, seed)
+                             for loader, args in parts], sync=True)  # fmt: skip
+    t_score = time.perf_counter() - t1
     peaks = client.run(read_sampler)
-    y_true = np.concatenate([y for y, _ in scored])
-    proba = np.concatenate([pr for _, pr in scored])
-    n_train = int(sum(n_train))
-    rows = n_train + len(y_true)
+    y_true = np.concatenate([y for y, _, _ in scored])
+    proba = np.concatenate([pr for _, pr, _ in scored])
+    n_test = int(len(y_true))
+    stages = {f"train_{k}": round(v, 3) for k, v in model.stage_seconds_.items()}
+    for name in ("load", "vectorize", "score"):
+        stages[f"score_{name}"] = round(sum(t[name] for _, _, t in scored), 3)
     return {
         **report.metrics(y_true, proba),
-        "rows": rows,
-        "n_train": n_train,
-        "n_test": int(len(y_true)),
+        "rows": model.rows_,
+        "n_train": model.rows_ - n_test,
+        "n_test": n_test,
         "npartitions": len(parts),
         "n_workers": len(client.nthreads()),
         "threads": sum(client.nthreads().values()),
-        "rows_per_s": round(rows / t_train, 1),
+        "rows_per_s": round(model.rows_ / t_train, 1),
         "seconds": {"train_pass": round(t_train, 3), "score_pass": round(t_score, 3)},
-        "task_seconds": _stage_seconds(ts.data),
+        "task_seconds": stages,
         "worker_peak_rss": {addr: int(v) for addr, v in sorted(peaks.items())},
         "coef_checksum": float(np.abs(model.coef_).sum()),
         "data": info,
@@ -197,8 +226,6 @@ def single_node(data: str = "reviews", n_features: int = 2**20, char_ngrams: boo
     then SGD partial_fit over the same partitions in the same order (same rows, same model)."""
     p = dict(locals())
     validate(p)
-    if sentiment_data.parse_spec(data)[0] == "files":
-        raise ValueError("data: the single-node baseline reads 'reviews' or 'synthetic:N'")
     import pandas as pd
     from sklearn.feature_extraction.text import TfidfTransformer
 
@@ -206,8 +233,8 @@ def single_node(data: str = "reviews", n_features: int = 2**20, char_ngrams: boo
     hasher = features.make_hasher(n_features, char_ngrams)
     seconds = {}
     t0 = time.perf_counter()
-    parts, info = partitions(None, data, seed, npartitions)
-    frames = [part.compute(scheduler="sync") for part in parts]
+    parts, info = sources(None, data, seed, npartitions)
+    frames = [loader(*args) for loader, args in parts]
     bounds = np.cumsum([0] + [len(f) for f in frames])
     df = sentiment._test_rows(pd.concat(frames, ignore_index=True), test_size, seed)
     seconds["load"] = time.perf_counter() - t0
