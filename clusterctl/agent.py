@@ -22,7 +22,27 @@ MARKER = "CLUSTERCTL_PROCESS"
 DISTRIBUTIONS = {"dask": ("dask",), "distributed": ("distributed",), "xgboost": ("xgboost", "xgboost-cpu")}
 
 
-def _version(module):
+def _dist_infos():
+    """{normalised distribution name: version} from the *.dist-info folders on sys.path: a directory
+    listing, ~40 ms of CPU less per probe than importing importlib.metadata."""
+    found = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info") and "-" in name:
+                dist, version = name[:-10].rsplit("-", 1)
+                found.setdefault(dist.lower().replace("_", "-").replace(".", "-"), version)
+    return found
+
+
+def _version(module, infos=None):
+    if infos:
+        for dist in DISTRIBUTIONS[module]:
+            if dist in infos:
+                return infos[dist]
     try:
         from importlib import metadata
     except ImportError:  # pragma: no cover - python < 3.8
@@ -139,6 +159,7 @@ def op_probe(req):
     import socket
 
     alive = _alive(req.get("check", []))
+    infos = _dist_infos()
     ports = {}
     for port in req.get("ports", []):
         free, why = _port_free(req.get("bind", ""), port)
@@ -147,7 +168,7 @@ def op_probe(req):
         "python": "%d.%d.%d" % sys.version_info[:3],
         "executable": sys.executable,
         "hostname": socket.gethostname(),
-        "packages": {name: (_version(name) if _importable(name) else None)
+        "packages": {name: (_version(name, infos) if _importable(name) else None)
                      for name in DISTRIBUTIONS},
         "ports": ports,
         "alive": alive,

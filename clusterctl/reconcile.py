@@ -8,6 +8,7 @@ once and waits until the scheduler sees every worker. Run it twice and the secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -179,29 +180,29 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
 
 async def _publish_scheduler(pool: Pool, cluster: ClusterSpec, workers: Sequence[ProcessSpec]) -> list[str]:
     """Write the scheduler's address into the scheduler file of each of these workers' hosts: what
-    they wait for before they connect. Returns problems (a host that cannot be written)."""
+    they wait for before they connect. One shell command per host (no SFTP session, no python), the
+    file renamed into place whole. Returns problems (a host that cannot be written)."""
     import json
-    import tempfile
+    import shlex
 
-    targets = {(w.host, w.scheduler_file): w.host for w in workers if w.scheduler_file}
-    if not targets:
-        return []
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "scheduler.json")
-        with open(local, "w") as f:
-            json.dump({"type": "Scheduler", "address": cluster.scheduler_address}, f)
+    text = json.dumps({"type": "Scheduler", "address": cluster.scheduler_address})
+    targets = {(w.host, w.scheduler_file) for w in workers if w.scheduler_file}
 
-        async def one(host: Host, path: str) -> str:
-            transport = pool.get(host)
-            if transport is None:
-                return ""
-            try:
-                await transport.put(local, path, 0o600)
-            except ClusterctlError as exc:
-                return exc.message
+    async def one(host: Host, path: str) -> str:
+        transport = pool.get(host)
+        if transport is None:
             return ""
+        q, folder = shlex.quote, path.rsplit("/", 1)[0]
+        script = f"umask 077 && mkdir -p {q(folder)} && cat > {q(path + '.tmp')} && mv {q(path + '.tmp')} {q(path)}"
+        try:
+            done = await transport.run(["sh", "-c", script], input=text, timeout=30)
+        except ClusterctlError as exc:
+            return exc.message
+        if done.exit_status != 0:
+            return f"[{host.id}] cannot write {path}: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+        return ""
 
-        said = await asyncio.gather(*(one(h, path) for h, path in targets))
+    said = await asyncio.gather(*(one(h, path) for h, path in targets))
     return [text for text in said if text]
 
 
@@ -497,26 +498,38 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
     seen: set[str] = set()
     scheduler_up = False
     last_check = 0.0
-    while True:
-        identity, why = await health.scheduler_identity(pool, s.host, cluster.http_url)
-        if identity is not None and identity.get("address") != cluster.scheduler_address:
-            why = f"a scheduler at {identity.get('address')} answers instead of {cluster.scheduler_address}"
-            identity = None
-        if identity is not None and not scheduler_up and publish:
-            result.problems += await _publish_scheduler(pool, cluster, publish)
-        scheduler_up = scheduler_up or identity is not None
-        seen = set(health.registered(identity)) & expected
-        say("wait", registered=len(seen), expected=len(expected), scheduler=identity is not None)
-        if seen == expected - set(dead):
-            break
-        if time.monotonic() > deadline:
-            break
-        if time.monotonic() - last_check > 2.0 and watch:
-            last_check = time.monotonic()
-            dead.update(await _dead(pool, cluster, watch))
-            if s.name in dead:
+    checking: asyncio.Task | None = None  # the liveness check runs beside the polling, not in its way
+    try:
+        while True:
+            if checking is not None and checking.done():
+                dead.update(checking.result())
+                checking = None
+                if s.name in dead:
+                    break
+            identity, why = await health.scheduler_identity(pool, s.host, cluster.http_url)
+            if identity is not None and identity.get("address") != cluster.scheduler_address:
+                why = f"a scheduler at {identity.get('address')} answers instead of {cluster.scheduler_address}"
+                identity = None
+            if identity is not None and not scheduler_up and publish:
+                result.problems += await _publish_scheduler(pool, cluster, publish)
+            scheduler_up = scheduler_up or identity is not None
+            seen = set(health.registered(identity)) & expected
+            say("wait", registered=len(seen), expected=len(expected), scheduler=identity is not None)
+            if seen == expected - set(dead):
                 break
-        await asyncio.sleep(POLL)
+            if time.monotonic() > deadline:
+                break
+            if checking is None and time.monotonic() - last_check > 2.0 and watch:
+                last_check = time.monotonic()
+                # Only what has not registered yet can still be reported dead by this wait.
+                pending = {n: pid for n, pid in watch.items() if n not in seen}
+                checking = asyncio.ensure_future(_dead(pool, cluster, pending))
+            await asyncio.sleep(POLL)
+    finally:
+        if checking is not None and not checking.done():
+            checking.cancel()
+            with contextlib.suppress(BaseException):
+                await checking
     if not scheduler_up or s.name in dead:
         log = (await tail_logs(pool, [s], lambda p: p.host)).get(s.name, "")
         why = "exited" if s.name in dead else f"did not answer within {timeout:g} s ({why})"
