@@ -14,16 +14,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 sys.path.insert(0, str(JOBS))
 import sentiment_throughput as throughput  # noqa: E402
-from test_sentiment_data import make_fake_wheels  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def fake_corpus(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    make_fake_wheels(cache, n_rt=120, n_amazon=60)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CLUSTERCTL_DATA_CACHE", str(cache))
-        yield cache
+from test_sentiment_job import fake_corpus  # noqa: E402,F401 - the same 180-row fake corpus, as a fixture
 
 
 @pytest.mark.parametrize("data", ["reviews", "synthetic:9000"])
