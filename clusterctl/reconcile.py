@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import json
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,9 +183,6 @@ async def _publish_scheduler(pool: Pool, cluster: ClusterSpec, workers: Sequence
     """Write the scheduler's address into the scheduler file of each of these workers' hosts: what
     they wait for before they connect. One shell command per host (no SFTP session, no python), the
     file renamed into place whole. Returns problems (a host that cannot be written)."""
-    import json
-    import shlex
-
     text = json.dumps({"type": "Scheduler", "address": cluster.scheduler_address})
     targets = {(w.host, w.scheduler_file) for w in workers if w.scheduler_file}
 

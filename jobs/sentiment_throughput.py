@@ -29,7 +29,6 @@ if _HERE not in sys.path:
 
 import dask  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import sparse  # noqa: E402
 
 import sentiment  # noqa: E402
 import sentiment_data  # noqa: E402
