@@ -1,9 +1,11 @@
-"""The code clusterctl runs on a host: ``<python> - '<request json>'`` with this file on stdin.
+"""The code clusterctl runs on a host, started once per command and host (see remote.py) and fed
+requests on stdin, one JSON object per line; it answers each with one line: {"ok": result} or
+{"fail": "what went wrong"}.
 
-Standard library only, Python 3.8+, Linux /proc. One call does one operation for every process of
-the cluster on that host, so each step of ``up``/``status``/``down`` costs one round trip per host.
-It prints one JSON object on stdout. Processes are identified by the marker variable in their
-environment (inherited by their children), never by pid alone.
+Standard library only, Python 3.8+, Linux /proc. One request does one operation for every process
+of the cluster on that host, so each step of ``up``/``status``/``down`` costs one round trip per
+host. Processes are identified by the marker variable in their environment (inherited by their
+children), never by pid alone.
 """
 
 import json
@@ -184,9 +186,45 @@ def _alive(procs):
     return out
 
 
+def _write(path, text, mode):
+    """Write a file whole (a reader never sees half of it) with ``mode``, its folder private."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    # Unique: hosts that share the folder (NFS, the test lab) may write the same file at once.
+    tmp = "%s.%s.tmp" % (path, os.urandom(8).hex())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def op_write(req):
+    """Write files ({path, text, mode}); {path: error} for those that could not be written."""
+    failed = {}
+    for f in req["files"]:
+        try:
+            _write(f["path"], f["text"], f.get("mode", 0o600))
+        except OSError as exc:
+            failed[f["path"]] = "cannot write %s: %s" % (f["path"], exc.strerror or exc)
+    return {"failed": failed}
+
+
 def op_start(req):
     import subprocess
 
+    failed = op_write({"files": req.get("files", [])})["failed"]  # e.g. TLS certificates
+    if failed:
+        said = "; ".join(failed.values())
+        return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
     started = {}
     for proc in req["procs"]:
         for path in proc.get("clear", []):  # e.g. a scheduler file of the scheduler being replaced
@@ -341,15 +379,22 @@ def op_doctor(req):
     return out
 
 
-OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail}
+OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail,
+       "write": op_write}
 
 
-def main(argv):
-    req = json.loads(argv[1])
-    result = OPS[req["op"]](req)
-    sys.stdout.write(json.dumps(result))
-    sys.stdout.flush()
+def serve():
+    """Answer requests, one JSON line each way, until stdin closes."""
+    stdin, out = sys.stdin.buffer, sys.stdout
+    for line in iter(stdin.readline, b""):
+        try:
+            req = json.loads(line)
+            answer = {"ok": OPS[req["op"]](req)}
+        except Exception as exc:  # said to the caller, who names the host and the step
+            answer = {"fail": "%s: %s" % (type(exc).__name__, exc)}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
 
 
-if __name__ == "__main__" or __name__ == "__clusterctl_agent__":
-    main(sys.argv)
+if __name__ == "__clusterctl_agent__":
+    serve()

@@ -10,20 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clusterctl import health, remote, spec as specs, state as states, tls
-from clusterctl.errors import OK, PARTIAL, ClusterctlError, UsageError
+from clusterctl.errors import OK, PARTIAL, ClusterctlError, RemoteError, UsageError
 from clusterctl.inventory import Host, Inventory
 from clusterctl.spec import ClusterSpec, ProcessSpec
 from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
 
 Progress = Callable[..., None]
-POLL = 0.25
+# How often the wait asks the scheduler (one HTTP request through the SSH connection, no process):
+# often at first, when processes are about to answer, then less.
+POLL, POLL_SLOW, POLL_FAST_FOR = 0.05, 0.25, 5.0
 
 
 @dataclass
@@ -136,8 +137,11 @@ async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[Proc
         transport = pool.get(cluster.host(host_id))
         if transport is None:
             return host_id, [{"pid": r.pid, "dir": r.dir, "cmd": "host unreachable"} for r in recs]
-        answer = await remote.call(transport, recs[0].python, "stop", timeout=grace + 20, grace=grace,
-                                   procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs])
+        try:
+            answer = await remote.call(transport, recs[0].python, "stop", timeout=grace + 20, grace=grace,
+                                       procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs])
+        except ClusterctlError as exc:  # not verified stopped: kept, with the reason
+            return host_id, [{"pid": r.pid, "dir": r.dir, "cmd": exc.message} for r in recs]
         return host_id, answer["left"]
 
     # Workers first, then the scheduler: a worker that loses its scheduler while its nanny is
@@ -161,9 +165,9 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
         payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env),
                     "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []} for p in group]
         try:
-            for remote_path, local in {dst: src for p in group for src, dst in p.files}.items():
-                await transport.put(local, remote_path, 0o600)
-            return (await remote.call(transport, group[0].python, "start", procs=payload))["started"]
+            files = [{"path": dst, "text": _read(src), "mode": 0o600}
+                     for dst, src in {dst: src for p in group for src, dst in p.files}.items()]
+            return (await remote.call(transport, group[0].python, "start", procs=payload, files=files))["started"]
         except ClusterctlError as exc:
             return {p.name: {"error": exc.message} for p in group}
 
@@ -181,27 +185,32 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
 
 async def _publish_scheduler(pool: Pool, cluster: ClusterSpec, workers: Sequence[ProcessSpec]) -> list[str]:
     """Write the scheduler's address into the scheduler file of each of these workers' hosts: what
-    they wait for before they connect. One shell command per host (no SFTP session, no python), the
-    file renamed into place whole. Returns problems (a host that cannot be written)."""
+    they wait for before they connect (written whole, renamed into place). Returns problems (a host
+    that cannot be written)."""
     text = json.dumps({"type": "Scheduler", "address": cluster.scheduler_address})
-    targets = {(w.host, w.scheduler_file) for w in workers if w.scheduler_file}
+    targets = _by_host([w for w in workers if w.scheduler_file], lambda w: (w.host, w.python))
 
-    async def one(host: Host, path: str) -> str:
+    async def one(host: Host, python: str, paths: set[str]) -> list[str]:
         transport = pool.get(host)
         if transport is None:
-            return ""
-        q, folder = shlex.quote, path.rsplit("/", 1)[0]
-        script = f"umask 077 && mkdir -p {q(folder)} && cat > {q(path + '.tmp')} && mv {q(path + '.tmp')} {q(path)}"
+            return []
         try:
-            done = await transport.run(["sh", "-c", script], input=text, timeout=30)
+            answer = await remote.call(transport, python, "write",
+                                       files=[{"path": path, "text": text, "mode": 0o600} for path in sorted(paths)])
         except ClusterctlError as exc:
-            return exc.message
-        if done.exit_status != 0:
-            return f"[{host.id}] cannot write {path}: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
-        return ""
+            return [exc.message]
+        return [f"[{host.id}] {said}" for said in answer["failed"].values()]
 
-    said = await asyncio.gather(*(one(h, path) for h, path in targets))
-    return [text for text in said if text]
+    said = await asyncio.gather(*(one(h, py, {w.scheduler_file for w in group}) for (h, py), group in targets.items()))
+    return [text for texts in said for text in texts]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise RemoteError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 async def tail_logs(pool: Pool, procs: Sequence[ProcessSpec | ProcessRecord], host_of: Callable,
@@ -302,11 +311,7 @@ async def _stop_detached(pool: Pool, current: ClusterState, detached: list[Proce
     hosts = {r.host: current.host(r.host) for r in detached}
     await pool.open(list(hosts.values()))
     reachable = [r for r in detached if pool.get(hosts[r.host]) is not None]
-    try:
-        left = await stop_records(pool, current, reachable)
-    except ClusterctlError as exc:
-        result.warnings.append(f"could not stop what runs on a host dropped from the inventory: {exc.message}")
-        return detached
+    left = await stop_records(pool, current, reachable)
     result.stopped += [r.name for r in reachable if r.host not in left]
     keep = [r for r in detached if pool.get(hosts[r.host]) is None or r.host in left]
     for host_id in sorted({r.host for r in keep}):
@@ -491,7 +496,8 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
     written to their hosts as soon as it answers."""
     s = cluster.scheduler
     expected = {w.name for w in cluster.workers if w.host.id not in skip and w.name not in skip}
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     dead: dict[str, ProcessSpec] = {}
     seen: set[str] = set()
     scheduler_up = False
@@ -522,7 +528,7 @@ async def _wait(pool: Pool, cluster: ClusterSpec, current: ClusterState, result:
                 # Only what has not registered yet can still be reported dead by this wait.
                 pending = {n: pid for n, pid in watch.items() if n not in seen}
                 checking = asyncio.ensure_future(_dead(pool, cluster, pending))
-            await asyncio.sleep(POLL)
+            await asyncio.sleep(POLL if time.monotonic() - started < POLL_FAST_FOR else POLL_SLOW)
     finally:
         if checking is not None and not checking.done():
             checking.cancel()

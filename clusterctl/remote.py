@@ -1,34 +1,82 @@
-"""Calls to the agent (``agent.py``) on a host: one JSON request in, one JSON object out."""
+"""Calls to the agent (``agent.py``) on a host: one JSON request in, one JSON object out.
+
+The first call to a host starts the agent there (``<python> -c <boot> serve``, its source sent on
+stdin) and keeps it running for the rest of the command: every later call is one line each way on
+the same SSH session. A host thus pays for its login shell's start-up files and for one python
+start once per command, not once per step (with pyenv or conda initialised in ``~/.bashrc``, that
+is tens to hundreds of processes per session).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from clusterctl.errors import RemoteError
-from clusterctl.transport.base import Transport
+from clusterctl.transport.base import Pipe, Transport
+
+# Reads the agent's source (its length on the first line) from stdin and runs it; the agent then
+# answers one request per line on the same stdin until it closes.
+BOOT = ("import sys;b=sys.stdin.buffer;exec(compile(b.read(int(b.readline())),'clusterctl-agent','exec'),"
+        "{'__name__':'__clusterctl_agent__'})")
 
 
 @lru_cache(maxsize=1)
-def _agent_source() -> str:
-    return resources.files("clusterctl").joinpath("agent.py").read_text()
+def _agent_source() -> bytes:
+    return resources.files("clusterctl").joinpath("agent.py").read_bytes()
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.pipe: Pipe | None = None
+        self.lock = asyncio.Lock()  # one request at a time on a session
 
 
 async def call(transport: Transport, python: str, op: str, timeout: float = 30, **request: Any) -> dict:
     """Run one agent operation with the host's interpreter; raise ``RemoteError`` saying what to fix."""
+    session = transport.agents.setdefault(python, _Session())
+    async with session.lock:
+        try:
+            return await asyncio.wait_for(_exchange(transport, session, python, op, request), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            await _drop(session)  # in the middle of an answer: the next call starts a new agent
+            raise RemoteError(f"[{transport.host.id}] {op} did not finish within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            await _drop(session)
+            raise
+
+
+async def _drop(session: _Session) -> tuple[int, str]:
+    pipe, session.pipe = session.pipe, None
+    return await pipe.end(2) if pipe is not None else (0, "")
+
+
+async def _exchange(transport: Transport, session: _Session, python: str, op: str, request: dict) -> dict:
     host = transport.host.id
-    result = await transport.run([python, "-", json.dumps({"op": op, **request})],
-                                 input=_agent_source(), timeout=timeout)
-    if result.exit_status in (126, 127):
-        raise RemoteError(f"[{host}] python {python!r} not found or not executable: set 'python:' in the"
-                          " inventory to an interpreter that has dask and distributed")
-    if result.exit_status != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RemoteError(f"[{host}] {op} failed with exit code {result.exit_status}: {last}")
+    if session.pipe is None:
+        session.pipe = await transport.open_pipe([python, "-c", BOOT, "serve"])
+        source = _agent_source()
+        await session.pipe.send(b"%d\n" % len(source) + source)
+    await session.pipe.send(json.dumps({"op": op, **request}).encode() + b"\n")
+    line = await session.pipe.readline()
+    if not line.endswith(b"\n"):  # the agent is gone: say why, as the host's shell or python did
+        status, err = await _drop(session)
+        if status in (126, 127):
+            raise RemoteError(f"[{host}] python {python!r} not found or not executable: set 'python:' in the"
+                              " inventory to an interpreter that has dask and distributed")
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        raise RemoteError(f"[{host}] {op} failed with exit code {status}: {last}")
     try:
-        return json.loads(result.stdout)
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ValueError
     except ValueError:
-        raise RemoteError(f"[{host}] {op} printed something that is not JSON: {result.stdout[:200]!r}"
+        await _drop(session)
+        raise RemoteError(f"[{host}] {op} printed something that is not JSON: {line[:200].decode(errors='replace')!r}"
                           " (does the login shell print text?)") from None
+    if "fail" in answer:
+        raise RemoteError(f"[{host}] {op} failed: {answer['fail']}")
+    return answer["ok"]

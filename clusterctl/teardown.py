@@ -71,8 +71,12 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
             # (a lost state, a crashed up). The workers are retired already, so their scheduler
             # may go at the same time.
             swept = await _sweep(pool, current, set(result.unreachable), grace, records)
+            for host_id, (_, _, why) in swept.items():
+                if why:  # connected, but the host could not be checked (e.g. its python is gone)
+                    result.unreachable[host_id] = why
+            swept = {h: (left, names) for h, (left, names, why) in swept.items() if not why}
             result.left = {h: left for h, (left, _) in swept.items() if left}
-            result.stopped = [r.name for r in records if r.host not in result.left]
+            result.stopped = [r.name for r in records if r.host not in result.left and r.host not in result.unreachable]
             # Processes the state did not know (it was lost, or an up crashed) count as stopped too.
             result.stopped += sorted({name for h, (_, names) in swept.items() if h not in result.left
                                       for name in names} - set(result.stopped))
@@ -118,20 +122,24 @@ async def _retire_all(pool: Pool, current: ClusterState) -> bool:
 
 
 async def _sweep(pool: Pool, current: ClusterState, skip: set[str], grace: float,
-                 records: list[ProcessRecord]) -> dict[str, tuple[list[dict], list[str]]]:
+                 records: list[ProcessRecord]) -> dict[str, tuple[list[dict], list[str], str]]:
     """Stop ``records`` and every other process under the cluster's root on each host; remove the
-    host's TLS keys once nothing is left. Host id -> (what still runs, names of what was stopped)."""
-    async def one(host_id: str) -> tuple[str, tuple[list[dict], list[str]]]:
+    host's TLS keys once nothing is left. Host id -> (what still runs, names of what was stopped,
+    why the host could not be checked or '')."""
+    async def one(host_id: str) -> tuple[str, tuple[list[dict], list[str], str]]:
         transport = pool.get(current.host(host_id))
         if transport is None:
-            return host_id, ([], [])
+            return host_id, ([], [], "")
         procs = [{"name": r.name, "dir": r.dir, "pid": r.pid} for r in records if r.host == host_id]
-        answer = await remote.call(transport, current.pythons.get(host_id, "python3"), "stop",
-                                   timeout=grace + 30, grace=grace, procs=procs,
-                                   prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
+        try:
+            answer = await remote.call(transport, current.pythons.get(host_id, "python3"), "stop",
+                                       timeout=grace + 30, grace=grace, procs=procs,
+                                       prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
+        except ClusterctlError as exc:
+            return host_id, ([], [], exc.message)
         # The agent names what it stopped by directory; a process's directory is named after it.
         names = [posixpath.basename(d.rstrip("/")) for d in answer.get("stopped", [])]
-        return host_id, (answer["left"], names)
+        return host_id, (answer["left"], names, "")
 
     hosts = [h for h in current.roots if h not in skip]
     return dict(await asyncio.gather(*(one(h) for h in hosts)))

@@ -17,12 +17,29 @@ class Completed:
     stderr: str
 
 
+class Pipe(abc.ABC):
+    """A process on the host that clusterctl talks to line by line (the agent's session)."""
+
+    @abc.abstractmethod
+    async def send(self, data: bytes) -> None:
+        """Write to its stdin; a process that is gone is noticed by the next ``readline``."""
+
+    @abc.abstractmethod
+    async def readline(self) -> bytes:
+        """One line of its stdout, with the newline; without one when it ended first."""
+
+    @abc.abstractmethod
+    async def end(self, timeout: float) -> tuple[int, str]:
+        """Close its stdin and wait for it to exit (killed after ``timeout``): (exit status, stderr)."""
+
+
 class Transport(abc.ABC):
     """One host. ``connect`` and ``run`` raise ``ConnectError`` / ``RemoteError`` with a message
     that names the host and says what to do; nothing below this layer leaks library exceptions."""
 
     def __init__(self, host: Host):
         self.host = host
+        self.agents: dict[str, Any] = {}  # interpreter -> the agent session kept open (see remote.py)
 
     @abc.abstractmethod
     async def connect(self) -> None: ...
@@ -32,8 +49,8 @@ class Transport(abc.ABC):
         """Run argv (no shell), feed ``input`` on stdin, wait at most ``timeout`` seconds."""
 
     @abc.abstractmethod
-    async def put(self, local: str, remote: str, mode: int = 0o600) -> None:
-        """Copy a local file to the host, created with ``mode``, its folder made private (0700)."""
+    async def open_pipe(self, argv: Sequence[str]) -> Pipe:
+        """Start argv with its stdin and stdout as pipes to clusterctl, stderr kept for ``end``."""
 
     @abc.abstractmethod
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from clusterctl.errors import RemoteError
-from clusterctl.transport.base import Completed, Transport
+from clusterctl.inventory import Host
+from clusterctl.transport.base import Completed, Pipe, Transport
 
 
 class LocalTransport(Transport):
+    def __init__(self, host: Host):
+        super().__init__(host)
+        self._pipes: list[asyncio.subprocess.Process] = []
+
     async def connect(self) -> None:
         return None
 
@@ -48,19 +52,17 @@ class LocalTransport(Transport):
                 proc.kill()
                 await proc.wait()
 
-    async def put(self, local: str, remote: str, mode: int = 0o600) -> None:
+    async def open_pipe(self, argv: Sequence[str]) -> Pipe:
         try:
-            folder = os.path.dirname(remote)
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)
-            with open(local, "rb") as src:
-                data = src.read()
-            fd = os.open(remote, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "wb") as dst:
-                dst.write(data)
-            os.chmod(remote, mode)
-        except OSError as exc:
-            raise RemoteError(f"[{self.host.id}] cannot write {remote}: {exc.strerror or exc}") from None
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=1 << 26, start_new_session=True)
+        except FileNotFoundError:
+            return _Gone(127, f"{argv[0]}: not found")
+        except PermissionError:
+            return _Gone(126, f"{argv[0]}: permission denied")
+        self._pipes.append(proc)
+        return _LocalPipe(proc)
 
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
         try:
@@ -86,7 +88,9 @@ class LocalTransport(Transport):
         return server.sockets[0].getsockname()[1], server
 
     async def close(self) -> None:
-        return None
+        """Pipes still open end as they would over SSH: stdin closed, the process exits by itself."""
+        await asyncio.gather(*(_LocalPipe(proc).end(2) for proc in self._pipes if proc.returncode is None))
+        self._pipes.clear()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -96,3 +100,52 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     finally:
         writer.close()
+
+
+class _LocalPipe(Pipe):
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self._proc = proc
+
+    async def send(self, data: bytes) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data)
+            await self._proc.stdin.drain()
+        except (OSError, RuntimeError):  # gone, or its stdin already closed
+            pass
+
+    async def readline(self) -> bytes:
+        assert self._proc.stdout is not None
+        try:
+            return await self._proc.stdout.readline()
+        except (OSError, ValueError):
+            return b""
+
+    async def end(self, timeout: float) -> tuple[int, str]:
+        assert self._proc.stdin is not None and self._proc.stderr is not None
+        try:
+            self._proc.stdin.close()
+            err = await asyncio.wait_for(self._proc.stderr.read(), timeout)
+            await asyncio.wait_for(self._proc.wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError, OSError):
+            err = b""
+            if self._proc.returncode is None:
+                self._proc.kill()
+                await self._proc.wait()
+        return self._proc.returncode or 0, err.decode(errors="replace")
+
+
+class _Gone(Pipe):
+    """A process that could not be started: says so the way a shell would (126, 127)."""
+
+    def __init__(self, status: int, message: str):
+        self._status, self._message = status, message
+
+    async def send(self, data: bytes) -> None:
+        return None
+
+    async def readline(self) -> bytes:
+        return b""
+
+    async def end(self, timeout: float) -> tuple[int, str]:
+        return self._status, self._message

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import posixpath
 import shlex
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import asyncssh
 
 from clusterctl.errors import ConnectError, RemoteError
 from clusterctl.inventory import Host
-from clusterctl.transport.base import Completed, Transport
+from clusterctl.transport.base import Completed, Pipe, Transport
 
 # OpenSSH servers allow 10 sessions per connection by default (MaxSessions).
 MAX_SESSIONS = 8
@@ -32,7 +31,6 @@ class SSHTransport(Transport):
         self.known_hosts = known_hosts
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sessions = asyncio.Semaphore(MAX_SESSIONS)
-        self._sftp: asyncssh.SFTPClient | None = None
 
     @property
     def _where(self) -> str:
@@ -119,49 +117,17 @@ class SSHTransport(Transport):
         status = result.exit_status if result.exit_status is not None else 255
         return Completed(status, str(result.stdout or ""), str(result.stderr or ""))
 
-    async def put(self, local: str, remote: str, mode: int = 0o600) -> None:
+    async def open_pipe(self, argv: Sequence[str]) -> Pipe:
         if self._conn is None:
             raise RemoteError(f"[{self.host.id}] not connected")
-        folder = posixpath.dirname(remote)
+        await self._sessions.acquire()  # held for the pipe's life: it is one of the host's sessions
         try:
-            with open(local, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise RemoteError(f"cannot read {local}: {exc.strerror or exc}") from None
-        try:
-            if self._sftp is None:
-                self._sftp = await self._conn.start_sftp_client()
-            await self._sftp.makedirs(folder, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
-            await self._sftp.chmod(folder, 0o700)
-            # Created with the final mode, in a folder nobody else can enter: never readable by others.
-            async with self._sftp.open(remote, "wb", attrs=asyncssh.SFTPAttrs(permissions=mode)) as dst:
-                await dst.write(data)
-            await self._sftp.chmod(remote, mode)
+            process = await self._conn.create_process(shlex.join(argv), encoding=None)
         except (OSError, asyncssh.Error) as exc:
-            # OpenSSH's SFTP server reports most errors, a full disk among them, as a bare "Failure":
-            # write once more through the shell, which either succeeds or says what went wrong.
-            said = await self._put_by_shell(data, remote, folder, mode)
-            if said is not None:
-                raise RemoteError(f"[{self.host.id}] cannot copy {local} to {remote}: {said}"
-                                  f" (SFTP said: {getattr(exc, 'reason', None) or exc})") from None
-
-    async def _put_by_shell(self, data: bytes, remote: str, folder: str, mode: int) -> str | None:
-        """Write ``data`` to ``remote`` with ``cat``; None when it worked, else the host's own error."""
-        assert self._conn is not None
-        q = shlex.quote
-        script = (f"umask 077 && mkdir -p {q(folder)} && chmod 700 {q(folder)} && cat > {q(remote)}"
-                  f" && chmod {mode:o} {q(remote)}")
-        try:
-            async with self._sessions:
-                result = await asyncio.wait_for(self._conn.run(script, input=data, encoding=None, check=False), 30)
-        except (asyncio.TimeoutError, TimeoutError):
-            return "writing it did not finish within 30 s"
-        except (OSError, asyncssh.Error) as exc:
-            return f"lost the SSH connection: {getattr(exc, 'reason', None) or exc}"
-        if result.exit_status == 0:
-            return None
-        err = bytes(result.stderr or b"").decode(errors="replace").strip().splitlines()
-        return err[-1] if err else f"writing it failed with exit code {result.exit_status}"
+            self._sessions.release()
+            raise RemoteError(f"[{self.host.id}] lost the SSH connection: {getattr(exc, 'reason', None) or exc}",
+                              ) from None
+        return _SSHPipe(process, self._sessions.release)
 
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
         if self._conn is None:
@@ -191,9 +157,6 @@ class SSHTransport(Transport):
             process.close()
 
     async def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.exit()
-            self._sftp = None
         if self._conn is not None:
             self._conn.close()
             try:
@@ -201,3 +164,36 @@ class SSHTransport(Transport):
             except (asyncio.TimeoutError, OSError, asyncssh.Error):
                 pass
             self._conn = None
+
+
+class _SSHPipe(Pipe):
+    def __init__(self, process: asyncssh.SSHClientProcess, release: Callable[[], None]):
+        self._process = process
+        self._release: Callable[[], None] | None = release
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self._process.stdin.write(data)
+            await self._process.stdin.drain()
+        except (OSError, asyncssh.Error):
+            pass
+
+    async def readline(self) -> bytes:
+        try:
+            return await self._process.stdout.readline()
+        except (OSError, asyncssh.Error):
+            return b""
+
+    async def end(self, timeout: float) -> tuple[int, str]:
+        err = b""
+        try:
+            self._process.stdin.write_eof()
+            _, err = await asyncio.wait_for(self._process.communicate(), timeout)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError):
+            self._process.close()
+        finally:
+            if self._release is not None:
+                self._release()
+                self._release = None
+        status = self._process.exit_status
+        return (255 if status is None else status), bytes(err or b"").decode(errors="replace")
