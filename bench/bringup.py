@@ -7,8 +7,10 @@ tests/lab.py), then alternates, --repeat times:
   - clusterctl: `clusterctl up` until every worker is registered (the command returns), a no-op `up`
     on the healthy cluster, and `clusterctl down` until every host is verified clean; with `tls: off`
     (the same plain TCP as SSHCluster) and with the default TLS;
-  - SSHCluster: the constructor plus `client.wait_for_workers(N)`, then `close()`;
-with the same interpreter, one thread per worker and a nanny in both. Prints a table of medians and
+  - SSHCluster: a fresh interpreter running the constructor plus `client.wait_for_workers(N)`
+    (timed from its start, as `clusterctl up` is), then `close()`;
+with the same interpreter, one thread per worker and a nanny in both (each with its default start
+method: SSHCluster's nanny spawns its worker, clusterctl's forks it). Prints a table of medians and
 writes bench/results/<name>.json. Needs root (the lab).
 """
 
@@ -63,23 +65,35 @@ def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path) -> dict[str, float]:
     return {"up": up, "noop_up": noop, "down": down}
 
 
-def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
-    from distributed import Client
-    from distributed.deploy.ssh import SSHCluster
+# SSHCluster as its users run it: a fresh interpreter, from its start until every worker is registered.
+SSHCLUSTER = """
+import json, sys, time
+from distributed import Client
+from distributed.deploy.ssh import SSHCluster
 
-    hosts = [h.addr for h in lab.hosts[: n + 1]]
-    connect = {"known_hosts": None, "username": "root", "client_keys": [str(lab.key)]}
-    start = time.perf_counter()
-    cluster = SSHCluster(hosts, connect_options=connect, remote_python=PYTHON,
-                         worker_options={"nthreads": 1}, scheduler_options={"port": 8786, "dashboard_address": ":8787"})
-    client = Client(cluster)
-    client.wait_for_workers(n)
-    up = time.perf_counter() - start
-    start = time.perf_counter()
-    client.close()
-    cluster.close()
-    down = time.perf_counter() - start
-    return {"up": up, "down": down}
+hosts, key = sys.argv[1].split(","), sys.argv[2]
+connect = {"known_hosts": None, "username": "root", "client_keys": [key]}
+cluster = SSHCluster(hosts, connect_options=connect, remote_python=sys.executable,
+                     worker_options={"nthreads": 1}, scheduler_options={"port": 8786, "dashboard_address": ":8787"})
+client = Client(cluster)
+client.wait_for_workers(len(hosts) - 1)
+ready = time.time()
+start = time.perf_counter()
+client.close()
+cluster.close()
+print(json.dumps({"ready": ready, "down": time.perf_counter() - start}))
+"""
+
+
+def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
+    hosts = ",".join(h.addr for h in lab.hosts[: n + 1])
+    launched = time.time()
+    proc = subprocess.run([PYTHON, "-c", SSHCLUSTER, hosts, str(lab.key)], capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"SSHCluster exited {proc.returncode}: {proc.stderr[-2000:]}")
+    said = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"up": said["ready"] - launched, "down": said["down"]}
 
 
 def leftovers(lab: Lab) -> int:
