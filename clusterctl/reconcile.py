@@ -293,7 +293,9 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             current.processes = recorded = recorded + detached
             for r in detached:
                 hosts.setdefault(current.host(r.host).key, current.host(r.host))
-            await pool.open(list(hosts.values()))
+            agents = {p.host.key: p.python for p in cluster.processes}
+            agents.update({current.host(r.host).key: r.python for r in detached})
+            await pool.open(list(hosts.values()), agents)
             say("preflight")
             result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
             _warn(inv, client_tls, result)

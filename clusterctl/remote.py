@@ -10,12 +10,13 @@ is tens to hundreds of processes per session).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from clusterctl.errors import RemoteError
+from clusterctl.errors import ClusterctlError, RemoteError
 from clusterctl.transport.base import Pipe, Transport
 
 # Reads the agent's source (its length on the first line) from stdin and runs it; the agent then
@@ -54,12 +55,27 @@ async def _drop(session: _Session) -> tuple[int, str]:
     return await pipe.end(2) if pipe is not None else (0, "")
 
 
+async def warm(transport: Transport, python: str) -> None:
+    """Start the host's agent now, before its first request: its shell and python start while
+    clusterctl still connects to other hosts. A failure shows at the first request."""
+    session = transport.agents.setdefault(python, _Session())
+    async with session.lock:
+        if session.pipe is None:
+            with contextlib.suppress(ClusterctlError):
+                await _open(transport, session, python)
+
+
+async def _open(transport: Transport, session: _Session, python: str) -> None:
+    session.pipe = await transport.open_pipe([python, "-c", BOOT, "serve"])
+    source = _agent_source()
+    await session.pipe.send(b"%d\n" % len(source) + source)
+
+
 async def _exchange(transport: Transport, session: _Session, python: str, op: str, request: dict) -> dict:
     host = transport.host.id
     if session.pipe is None:
-        session.pipe = await transport.open_pipe([python, "-c", BOOT, "serve"])
-        source = _agent_source()
-        await session.pipe.send(b"%d\n" % len(source) + source)
+        await _open(transport, session, python)
+    assert session.pipe is not None
     await session.pipe.send(json.dumps({"op": op, **request}).encode() + b"\n")
     line = await session.pipe.readline()
     if not line.endswith(b"\n"):  # the agent is gone: say why, as the host's shell or python did

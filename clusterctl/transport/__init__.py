@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 from clusterctl.errors import ConnectError
@@ -28,8 +29,11 @@ class Pool:
         self.known_hosts = known_hosts
         self.transports: dict[tuple, Transport] = {}
         self.failures: dict[tuple, ConnectError] = {}
+        self._warming: list[asyncio.Future] = []
 
-    async def open(self, hosts: list[Host]) -> None:
+    async def open(self, hosts: list[Host], agents: Mapping[tuple, str] | None = None) -> None:
+        """Connect to ``hosts``; ``agents`` (host key -> python): start the agent on each of those
+        hosts as soon as it is connected, without waiting for the others."""
         todo = [h for h in hosts if h.key not in self.transports and h.key not in self.failures]
 
         async def one(host: Host) -> None:
@@ -40,6 +44,10 @@ class Pool:
                 self.failures[host.key] = exc
                 return
             self.transports[host.key] = transport
+            if agents and host.key in agents:
+                from clusterctl import remote  # remote imports this package's base
+
+                self._warming.append(asyncio.ensure_future(remote.warm(transport, agents[host.key])))
 
         await asyncio.gather(*(one(h) for h in todo))
 
@@ -50,6 +58,10 @@ class Pool:
         return self.failures.get(host.key)
 
     async def close(self) -> None:
+        for task in self._warming:
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
+        self._warming.clear()
         await asyncio.gather(*(t.close() for t in self.transports.values()), return_exceptions=True)
         self.transports.clear()
 
