@@ -7,9 +7,9 @@ Runs jobs/sentiment_throughput.py (load -> split -> hash -> SGD partial_fit chai
 parameters) through `clusterctl up` + `clusterctl submit` and its `single_node` function in a fresh
 python process, on the same data:
 
-1. comparison, for each --data: single node; the local inventory with 1 worker x 2 threads and with
-   2 workers x 1 thread; and (as root) the SSH lab with 4 workers x 1 thread. Rows per second of the
-   training pass (load + vectorize + fit), and whether the model is the same (coefficient checksum).
+1. comparison, for each --data: single node; the local inventory with 1 worker x 1 thread, 1 worker
+   x 2 threads and 2 workers x 1 thread; and (as root) the SSH lab with 4 workers x 1 thread. Rows
+   per second of the training pass (load + vectorize + fit), and whether the model is the same (coefficient checksum).
 2. scale, for each of --sizes on synthetic:N (2 local workers x 1 thread, ~50k rows per partition):
    seconds of the training pass, task seconds per stage (summed over workers, from the scheduler's
    task stream), and the peak RSS of each worker (psutil, sampled every 50 ms), next to the
@@ -126,7 +126,8 @@ def summary(r: dict) -> dict:
 
 def comparison(datas: list[str], lab_workers: int) -> list[dict]:
     rows = []
-    setups = [("local 1 worker x 2 threads", 1, 2), ("local 2 workers x 1 thread", 2, 1)]
+    setups = [("local 1 worker x 1 thread", 1, 1), ("local 1 worker x 2 threads", 1, 2),
+              ("local 2 workers x 1 thread", 2, 1)]
     for data in datas:
         params = params_for(data)
         base = summary(single_node(params))

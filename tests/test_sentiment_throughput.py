@@ -23,6 +23,7 @@ def test_cluster_and_single_node_fit_the_same_model(fake_corpus, data):
     with LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         got = throughput.run(client, **params)
+        fitter = sorted(client.nthreads())[0]
     base = throughput.single_node(**params)
     rows = 180 if data == "reviews" else 9000
     for r in (got, base):
@@ -33,6 +34,7 @@ def test_cluster_and_single_node_fit_the_same_model(fake_corpus, data):
     assert got["accuracy"] == base["accuracy"] and got["roc_auc"] == pytest.approx(base["roc_auc"], abs=1e-12)
     assert {"train_load", "train_vectorize", "train_fit", "score_load", "score_vectorize", "score_score"} == set(
         got["task_seconds"])
+    assert got["fit_workers"] == [fitter]  # the partial_fit chain never left its worker
     assert len(got["worker_peak_rss"]) == 2 and all(v > 10 * 2**20 for v in got["worker_peak_rss"].values())
 
 
