@@ -241,8 +241,10 @@ def run(
 def single_node(data: str = "reviews", n_features: int = 2**20, char_ngrams: bool = False,
                 test_size: float = 0.2, alpha: float = 1e-5, seed: int = 0, npartitions: int = 8) -> dict:
     """The same computation with scikit-learn in this process: the whole data loaded into one
-    DataFrame, hashed into one matrix (HashingVectorizer + TfidfTransformer(use_idf=False)),
-    then SGD partial_fit over the same partitions in the same order (same rows, same model)."""
+    DataFrame, its training rows hashed into one matrix (HashingVectorizer +
+    TfidfTransformer(use_idf=False)), then SGD partial_fit over the same partitions in the same
+    order (same rows, same model). The held-out rows are hashed in the score pass, as on the
+    cluster, so both training passes do the same work."""
     p = dict(locals())
     validate(p)
     import pandas as pd
@@ -258,21 +260,24 @@ def single_node(data: str = "reviews", n_features: int = 2**20, char_ngrams: boo
     df = sentiment._test_rows(pd.concat(frames, ignore_index=True), test_size, seed)
     seconds["load"] = time.perf_counter() - t0
     t = time.perf_counter()
-    tf = TfidfTransformer(use_idf=False, sublinear_tf=True, norm="l2")
-    X = tf.fit_transform(hasher.transform(df["text"].to_numpy(object)))
+    tf = TfidfTransformer(use_idf=False, sublinear_tf=True, norm="l2")  # per row: nothing to fit
+    text = df["text"].to_numpy(object)
     y = df["label"].to_numpy(np.int64)
     test = df["test"].to_numpy()
+    X = tf.fit_transform(hasher.transform(text[~test]))
+    y_train = y[~test]
     seconds["vectorize"] = time.perf_counter() - t
     t = time.perf_counter()
     model = make_model(alpha, seed)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        rows = np.flatnonzero(~test[a:b]) + a
-        if len(rows):
-            model.partial_fit(X[rows], y[rows], classes=[0, 1])
+    # Partition i's training rows are rows edges[i]:edges[i + 1] of X.
+    edges = np.cumsum([0] + [int((~test[a:b]).sum()) for a, b in zip(bounds[:-1], bounds[1:])])
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b > a:
+            model.partial_fit(X[a:b], y_train[a:b], classes=[0, 1])
     seconds["fit"] = time.perf_counter() - t
     t_train = time.perf_counter() - t0
     t = time.perf_counter()
-    proba = model.predict_proba(X[test])[:, 1]
+    proba = model.predict_proba(tf.transform(hasher.transform(text[test])))[:, 1]
     seconds["score"] = time.perf_counter() - t
     rows = len(df)
     return {
