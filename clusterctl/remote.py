@@ -36,9 +36,13 @@ class _Session:
         self.lock = asyncio.Lock()  # one request at a time on a session
 
 
+def _session(transport: Transport, python: str) -> _Session:
+    return transport.agents.setdefault(python, _Session())
+
+
 async def call(transport: Transport, python: str, op: str, timeout: float = 30, **request: Any) -> dict:
     """Run one agent operation with the host's interpreter; raise ``RemoteError`` saying what to fix."""
-    session = transport.agents.setdefault(python, _Session())
+    session = _session(transport, python)
     async with session.lock:
         try:
             return await asyncio.wait_for(_exchange(transport, session, python, op, request), timeout)
@@ -58,7 +62,7 @@ async def _drop(session: _Session) -> tuple[int, str]:
 async def warm(transport: Transport, python: str) -> None:
     """Start the host's agent now, before its first request: its shell and python start while
     clusterctl still connects to other hosts. A failure shows at the first request."""
-    session = transport.agents.setdefault(python, _Session())
+    session = _session(transport, python)
     async with session.lock:
         if session.pipe is None:
             with contextlib.suppress(ClusterctlError):

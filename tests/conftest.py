@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -144,3 +145,11 @@ def write_inventory(lab, workdir, tmp_path_factory, ssh_cli):
         ssh_cli("down", "--force", "--inventory", path)
 
 
+def prefixed(out: str) -> dict[str, list[str]]:
+    """Output lines of `exec`/`setup` by the host in their "[host] " prefix."""
+    lines: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        m = re.match(r"\[([^\]]+)\] (.*)", line)
+        if m:
+            lines.setdefault(m.group(1), []).append(m.group(2))
+    return lines

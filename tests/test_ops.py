@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.lab
 
-from conftest import CLIENT_PYTHON, clean  # noqa: E402
+from conftest import CLIENT_PYTHON, clean, prefixed  # noqa: E402
 
 ADDR = "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1"
 
@@ -24,13 +23,6 @@ def yaml_list(key: str, items: list[str]) -> str:
     return f"{key}:\n" + "".join(f"  - {json.dumps(item)}\n" for item in items)  # JSON strings are YAML
 
 
-def prefixed(out: str) -> dict[str, list[str]]:
-    lines: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        m = re.match(r"\[([^\]]+)\] (.*)", line)
-        if m:
-            lines.setdefault(m.group(1), []).append(m.group(2))
-    return lines
 
 
 def test_exec_runs_on_every_host_of_an_inventory_with_prefixed_output(lab, ssh_cli, ops_inv):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import clean, dask_processes
+from conftest import clean, dask_processes, prefixed
 
 RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "docs" / "runbooks"
 RUNBOOKS = ("new-cluster.md", "add-worker-host.md", "replace-dead-worker-host.md", "scheduler-crash.md",
@@ -176,15 +176,6 @@ def one(ran: list[Ran], start: str) -> Ran:
     found = [r for r in ran if r.command.startswith(start)]
     assert len(found) == 1, f"expected one command starting with {start!r}, ran: {[r.command for r in ran]}"
     return found[0]
-
-
-def prefixed(text: str) -> dict[str, list[str]]:
-    lines: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        m = re.match(r"\[([^\]]+)\] (.*)", line)
-        if m:
-            lines.setdefault(m.group(1), []).append(m.group(2))
-    return lines
 
 
 # -- the files themselves (no lab needed) ---------------------------------------------------------
