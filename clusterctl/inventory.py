@@ -332,10 +332,14 @@ def _short(value: Any, limit: int = 60) -> str:
 def _field_name(loc: tuple) -> str:
     out = ""
     for part in loc:
-        if isinstance(part, bool) or not isinstance(part, (int, str)):
-            part = _short(part, 40)  # a key YAML did not read as a string: None, True, 1.5
-        elif isinstance(part, str) and (len(part) > 40 or not part.isprintable()):
-            part = _short(part, 40)
+        plain = isinstance(part, int) and not isinstance(part, bool) or isinstance(part, str) and (
+            0 < len(part) <= 40 and part.isprintable() and part == part.strip()
+            and not any(c in part for c in ":.[]'\""))
+        if not plain:
+            # Quoted (a key "a.b" is not a.b; None, True, 1.5 are keys YAML did not read as strings),
+            # cut to a readable length, and with no colon: "FILE:LINE: FIELD: message" stays one
+            # colon-separated line (a key ":" reads '\x3a').
+            part = _short(part, 40).replace(":", "\\x3a")
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 

@@ -304,6 +304,25 @@ workers:
     assert all("unknown key" in msg for _, _, msg in found)
 
 
+def test_odd_keys_are_named_on_one_readable_line(tmp_path):
+    # A key with a colon would split "FILE:LINE: FIELD: message" in the wrong place; a key with a
+    # dot would read as a path. Found by the fuzz test (a top-level key ':').
+    path = write(tmp_path, """\
+':': null
+scheduler:
+  host: s
+  'a.b': 1
+  ' x': 2
+workers:
+  - host: w
+    'k:v': 3
+""")
+    found = problems(path)
+    assert where(found) == {(1, "'\\x3a'"), (4, "scheduler.'a.b'"), (5, "scheduler.' x'"),
+                            (8, "workers[0].'k\\x3av'")}
+    assert all("unknown key" in msg for _, _, msg in found)
+    assert not any(":" in field for _, field, _ in found)
+
 def test_wrong_types(tmp_path):
     path = write(tmp_path, """\
 name: 5
