@@ -6,6 +6,7 @@ Heavy modules are imported inside the commands so that ``clusterctl --help`` ans
 from __future__ import annotations
 
 import asyncio
+import gc
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -366,7 +367,12 @@ def doctor(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The interpreter's last garbage collections would walk every object the imports made
+        # (~0.1 s of CPU, on every command): what exists now is thrown away with the process.
+        gc.freeze()
 
 
 if __name__ == "__main__":

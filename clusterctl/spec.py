@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from clusterctl.inventory import Host, Inventory
 
@@ -21,6 +22,14 @@ SCHEDULER_ROUTES = [
     "distributed.http.proxy",
     "distributed.http.statics",
 ]
+
+
+#: The exit hook every Dask process loads (see clusterctl/preload.py), and where it goes on a host.
+PRELOAD = str(Path(__file__).with_name("preload.py"))
+
+
+def preload_path(workdir: str, cluster: str) -> str:
+    return posixpath.join(cluster_root(workdir, cluster), "clusterctl_preload.py")
 
 
 @dataclass(frozen=True)
@@ -76,11 +85,11 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
         name=name, role="scheduler", host=s.host, python=s.python, dir=sdir,
         argv=(s.python, "-m", "dask", "scheduler", "--host", s.host.address, "--port", str(s.port),
               "--dashboard-address", _hostport(dash_bind, s.dashboard_port),
-              "--pid-file", posixpath.join(sdir, "pid"))
+              "--pid-file", posixpath.join(sdir, "pid"), "--preload", preload_path(s.workdir, inv.name))
         + _tls_args(tls_files, s.workdir, inv.name, "scheduler"),
         env=(("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", repr(SCHEDULER_ROUTES)),) + _tls_env(tls_files),
         ports=(s.port, s.dashboard_port),
-        files=_tls_copies(tls_files, s.workdir, inv.name, "scheduler"),
+        files=((PRELOAD, preload_path(s.workdir, inv.name)),) + _tls_copies(tls_files, s.workdir, inv.name, "scheduler"),
     )
     workers = []
     for group in inv.workers:
@@ -94,7 +103,9 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
             argv = [group.python, "-m", "dask", "worker", "--scheduler-file", sfile, "--name", wname,
                     "--host", group.host.address, "--memory-limit", group.memory_limit,
                     "--local-directory", wdir, "--pid-file", posixpath.join(wdir, "pid"),
-                    "--nanny" if group.nanny else "--no-nanny", "--no-dashboard"]
+                    "--nanny" if group.nanny else "--no-nanny", "--no-dashboard",
+                    # The process that exits at down: the nanny (its forked worker ends with os._exit).
+                    "--preload-nanny" if group.nanny else "--preload", preload_path(group.workdir, inv.name)]
             if group.nthreads:
                 argv += ["--nthreads", str(group.nthreads)]
             argv += _tls_args(tls_files, group.workdir, inv.name, "worker")
@@ -103,7 +114,8 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
             env = (("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", group.start_method),) + _tls_env(tls_files)
             workers.append(ProcessSpec(name=wname, role="worker", host=group.host, python=group.python,
                                        dir=wdir, argv=tuple(argv), env=env,
-                                       files=_tls_copies(tls_files, group.workdir, inv.name, "worker"),
+                                       files=((PRELOAD, preload_path(group.workdir, inv.name)),)
+                                       + _tls_copies(tls_files, group.workdir, inv.name, "worker"),
                                        scheduler_file=sfile))
     # The dashboard is reached from the scheduler's own host (the agent), so loopback works.
     http_host = "127.0.0.1" if dash_bind in ("0.0.0.0", "::", "") else dash_bind

@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from clusterctl import spec
+
 MARKER = "CLUSTERCTL_PROCESS"
 
 
@@ -105,6 +107,12 @@ def test_local_up_status_noop_logs_down(cli, local_inventory):
     assert "verified clean" in down.out
     assert ours(workdir) == []
     assert not (cli.home / "clusters" / "mini" / "state.json").exists()
+    # Every Dask process loaded the exit hook from the copy on its host, and ran it as it closed.
+    hook = workdir / "mini" / "clusterctl_preload.py"
+    assert hook.read_text() == Path(spec.PRELOAD).read_text()
+    for name in ("127.0.0.1-scheduler", "127.0.0.1-worker-0", "127.0.0.1-worker-1"):
+        log = (workdir / "mini" / name / "log").read_text()
+        assert f"Import preload module: {hook}" in log and f"Run preload teardown: {hook}" in log, log[-3000:]
     again = cli("down")
     assert again.code == 0 and "nothing to stop" in again.out
 
