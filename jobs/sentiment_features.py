@@ -12,6 +12,7 @@ import dask.array as da
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize
 
 # scikit-learn's word tokens, plus what its default pattern drops but carries sentiment here:
 # one-letter words (so the "t" of isn't/don't survives as a negation marker) and "!" and "?".
@@ -104,9 +105,9 @@ def _tfidf_block(block, idf, sublinear_tf: bool, norm: str | None):
     if idf is not None:
         block.data *= idf[block.indices]
     if norm == "l2":
-        lengths = np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel())
-        lengths[lengths == 0.0] = 1.0
-        block = sparse.csr_matrix(sparse.diags(1.0 / lengths) @ block)
+        # In place, as TfidfTransformer does it (rows of zeros stay zeros): a 1/length diagonal
+        # matrix times the block built a third matrix and took ~6x longer.
+        block = normalize(block, norm="l2", copy=False)
     return block
 
 
