@@ -332,16 +332,23 @@ def _short(value: Any, limit: int = 60) -> str:
 def _field_name(loc: tuple) -> str:
     out = ""
     for part in loc:
-        plain = isinstance(part, int) and not isinstance(part, bool) or isinstance(part, str) and (
-            0 < len(part) <= 40 and part.isprintable() and part == part.strip()
-            and not any(c in part for c in ":.[]'\""))
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{_short(part, 40)}]"  # a list index (an int of 5000 digits is cut short too)
+            continue
+        plain = isinstance(part, str) and 0 < len(part) <= 40 and part.isprintable() \
+            and part == part.strip() and not any(c in part for c in ":.[]'\"\\")
         if not plain:
-            # Quoted (a key "a.b" is not a.b; None, True, 1.5 are keys YAML did not read as strings),
-            # cut to a readable length, and with no colon: "FILE:LINE: FIELD: message" stays one
-            # colon-separated line (a key ":" reads '\x3a').
-            part = _short(part, 40).replace(":", "\\x3a")
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+            # Quoted, so that the key reads as one (a key "a.b" is not a.b; a key YAML did not
+            # read as a string, None or 1.5, is shown as the text 'None', '1.5'), and with no
+            # colon: "FILE:LINE: FIELD: message" stays one colon-separated line (':' reads '\x3a').
+            text = part if isinstance(part, str) else _short(part, 40)
+            part = _cut(_short(text, 40).replace(":", "\\x3a"), 60)
+        out += f".{part}" if out else part
     return out or "(top level)"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _line_of(lines: dict[tuple, int], loc: tuple) -> int:

@@ -323,6 +323,25 @@ workers:
     assert all("unknown key" in msg for _, _, msg in found)
     assert not any(":" in field for _, field, _ in found)
 
+
+def test_keys_yaml_does_not_read_as_strings_are_named_alike_on_every_path(tmp_path):
+    # A float key and a duplicated float key: quoted like the text YAML read, whether the schema or
+    # the duplicate-key check reports them, so 1.5 never reads as a path. (The schema names a null
+    # key by the text 'None' already: it shows as None.)
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+  1.5: a
+  ~: b
+workers:
+  - host: w
+    2.5: c
+    2.5: d
+""")
+    fields = {field for _, field, _ in problems(path)}
+    assert fields == {"scheduler.'1.5'", "scheduler.None", "workers[0].'2.5'"}, fields
+    assert not any(":" in f or f.endswith((".1.5", ".2.5")) for f in fields), fields
+
 def test_wrong_types(tmp_path):
     path = write(tmp_path, """\
 name: 5
