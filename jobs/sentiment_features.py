@@ -104,7 +104,7 @@ def _tfidf_block(block, idf, sublinear_tf: bool, norm: str | None):
         block.data += 1.0
     if idf is not None:
         block.data *= idf[block.indices]
-    if norm == "l2":
+    if norm == "l2" and block.shape[0]:  # normalize refuses a block of no rows
         # In place, as TfidfTransformer does it (rows of zeros stay zeros): a 1/length diagonal
         # matrix times the block built a third matrix and took ~6x longer.
         block = normalize(block, norm="l2", copy=False)
