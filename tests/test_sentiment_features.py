@@ -76,6 +76,18 @@ def test_hashing_mode_is_l2_normalised_counts():
     assert abs(got - expected).max() < 1e-12
 
 
+
+def test_tfidf_block_normalises_rows_in_place_of_a_copy_and_takes_empty_blocks():
+    counts = sparse.csr_matrix(np.array([[0.0, 2.0, 1.0], [0.0, 0.0, 0.0], [4.0, 0.0, 0.0]]))
+    before = counts.copy()
+    out = sf._tfidf_block(counts, None, sublinear_tf=True, norm="l2")
+    expected = TfidfTransformer(use_idf=False, sublinear_tf=True, norm="l2").fit_transform(before)
+    np.testing.assert_allclose(out.toarray(), expected.toarray(), rtol=0, atol=1e-15)
+    assert (counts != before).nnz == 0  # the input block is not changed
+    assert np.allclose(np.linalg.norm(out.toarray(), axis=1), [1.0, 0.0, 1.0])  # a row of zeros stays zeros
+    empty = sf._tfidf_block(sparse.csr_matrix((0, 3)), None, sublinear_tf=True, norm="l2")
+    assert empty.shape == (0, 3)
+
 def test_tfidf_on_a_distributed_cluster():
     from distributed import Client, LocalCluster
 
