@@ -326,7 +326,7 @@ def _short(value: Any, limit: int = 60) -> str:
         text = repr(value)
     except ValueError:  # an int too long to print
         return f"an integer of {len(format(value, 'x'))} hex digits"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return _cut(text, limit)
 
 
 def _field_name(loc: tuple) -> str:

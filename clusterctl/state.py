@@ -65,6 +65,10 @@ class ClusterState:
     def host(self, host_id: str) -> Host:
         return Host(**self.hosts[host_id])
 
+    def python(self, host_id: str) -> str:
+        """The interpreter the host's agent runs with."""
+        return self.pythons.get(host_id, "python3")
+
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, **asdict(self)}
 

@@ -55,7 +55,7 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
         result = DownResult(cluster=name)
         async with Pool(states.home() / "known_hosts") as pool:
             await pool.open([current.host(h) for h in current.hosts],
-                            {current.host(h).key: current.pythons.get(h, "python3") for h in current.roots})
+                            {current.host(h).key: current.python(h) for h in current.roots})
             for host_id in current.hosts:
                 failure = pool.failure(current.host(host_id))
                 if failure is not None:
@@ -136,7 +136,7 @@ async def _sweep(pool: Pool, current: ClusterState, skip: set[str], grace: float
             return host_id, ([], [], "")
         procs = [{"name": r.name, "dir": r.dir, "pid": r.pid} for r in records if r.host == host_id]
         try:
-            answer = await remote.call(transport, current.pythons.get(host_id, "python3"), "stop",
+            answer = await remote.call(transport, current.python(host_id), "stop",
                                        timeout=grace + 30, grace=grace, procs=procs,
                                        prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
         except ClusterctlError as exc:

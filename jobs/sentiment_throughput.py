@@ -81,8 +81,9 @@ def fit_part(model, Xy):
     model.stage_seconds_["load"] += seconds["load"]
     model.stage_seconds_["vectorize"] += seconds["vectorize"]
     model.rows_ += seconds["rows"]
-    if _here() not in model.fit_workers_:
-        model.fit_workers_.append(_here())
+    here = _here()
+    if here not in model.fit_workers_:
+        model.fit_workers_.append(here)
     return model
 
 

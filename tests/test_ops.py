@@ -23,8 +23,6 @@ def yaml_list(key: str, items: list[str]) -> str:
     return f"{key}:\n" + "".join(f"  - {json.dumps(item)}\n" for item in items)  # JSON strings are YAML
 
 
-
-
 def test_exec_runs_on_every_host_of_an_inventory_with_prefixed_output(lab, ssh_cli, ops_inv):
     result = ssh_cli("exec", "--inventory", ops_inv, "--", ADDR)
     assert result.code == 0, result.out + result.err

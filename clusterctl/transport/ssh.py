@@ -125,8 +125,7 @@ class SSHTransport(Transport):
             process = await self._conn.create_process(shlex.join(argv), encoding=None)
         except (OSError, asyncssh.Error) as exc:
             self._sessions.release()
-            raise RemoteError(f"[{self.host.id}] lost the SSH connection: {getattr(exc, 'reason', None) or exc}",
-                              ) from None
+            raise RemoteError(f"[{self.host.id}] lost the SSH connection: {getattr(exc, 'reason', None) or exc}") from None
         return _SSHPipe(process, self._sessions.release)
 
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
