@@ -98,7 +98,8 @@ def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
 
 def leftovers(lab: Lab) -> int:
     return sum(1 for h in lab.hosts for _, a in lab.processes(h)
-               if ("dask" in a or "distributed" in a or "multiprocessing" in a) and "pkill" not in a)
+               if ("dask" in a or "distributed" in a or "multiprocessing" in a or "clusterctl_agent.py" in a)
+               and "pkill" not in a)
 
 
 def main() -> int:

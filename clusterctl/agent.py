@@ -225,6 +225,8 @@ def op_start(req):
     if failed:
         said = "; ".join(failed.values())
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
+    if req.get("resident"):
+        _start_resident(req["resident"])
     started = {}
     for proc in req["procs"]:
         for path in proc.get("clear", []):  # e.g. a scheduler file of the scheduler being replaced
@@ -281,16 +283,22 @@ def op_stop(req):
     dirs = {proc["dir"]: proc["name"] for proc in req.get("procs", [])}
     prefix = req.get("prefix")
 
+    me = os.getpid()
+
     def ours():
         return {pid: value for pid, value in _markers().items()
-                if value in dirs or (prefix and value.startswith(prefix))}
+                if pid != me and (value in dirs or (prefix and value.startswith(prefix)))}
 
     targets = ours()
+    # A resident agent of this cluster (see listen) is stopped by a sweep like any other process,
+    # but it is not one of the cluster's processes: it is not reported.
+    agents = {pid for pid, value in targets.items() if _is_agent(value)}
     # SIGTERM to the processes whose parent is not one of ours (the started ones, and any left
     # without their parent); a child is left to its parent: a nanny closes its worker in ~0.1 s.
     # A forked worker does not act on a SIGTERM of its own (it inherits the nanny's handler, which
     # does nothing in the child) and delays its nanny's close when it gets one.
-    tops = [pid for pid in targets if _parent(pid) not in targets]
+    # (A process started by the resident agent is its child, and still a top.)
+    tops = [pid for pid in targets if _parent(pid) not in targets or _parent(pid) in agents]
     _signal(tops, signal.SIGTERM)
     grace = req.get("grace", 10)
     # Children still there after a moment (a nanny whose worker was already closing waits 8 s
@@ -311,10 +319,22 @@ def op_stop(req):
 
         for path in req.get("remove", []):
             shutil.rmtree(path, ignore_errors=True)
+    exited = False
+    leave = req.get("leave")
+    if leave and not left:
+        rest = {pid: value for pid, value in _markers().items() if pid != me and value.startswith(leave)}
+        if all(_is_agent(value) for value in rest.values()):
+            # Nothing of the cluster runs here any more: its resident agent goes too (see listen).
+            _signal(list(rest), signal.SIGTERM)
+            _wait_gone(lambda: set(rest) & set(_markers()), 2)
+            _signal(set(rest) & set(_markers()), signal.SIGKILL)
+            exited = _RESIDENT.get("root") == leave
     return {
-        "stopped": sorted({value for value in targets.values()}),
-        "killed": sorted({value for value in killed.values()}),
-        "left": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]} for pid, value in left.items()],
+        "stopped": sorted({value for pid, value in targets.items() if pid not in agents}),
+        "killed": sorted({value for pid, value in killed.items() if pid not in agents}),
+        "left": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]} for pid, value in left.items()
+                 if pid not in agents],
+        "exited": exited,
     }
 
 
@@ -385,22 +405,177 @@ def op_doctor(req):
     return out
 
 
+# The resident agent: started by ``start`` on an SSH host next to the cluster's processes, it
+# listens on a Unix socket in the cluster's folder, which clusterctl reaches through its SSH
+# connection (a direct-streamlocal channel: no login shell, no python start). Later commands ask
+# it instead of starting an agent. It answers the same requests, plus ``hello`` (its source's
+# hash and interpreter: a client of another version uses a fresh agent instead), and leaves when
+# a ``stop`` with ``leave`` leaves nothing of the cluster on the host (or on SIGTERM), or when
+# nothing of the cluster has run there for IDLE_EXIT seconds. It carries the marker
+# (``<root>.agent-<host>``), so a sweep of the cluster's folder by any agent stops it too.
+
+_RESIDENT = {}  # in the resident agent: its root, socket, hash, python
+IDLE_EXIT = 60.0
+AGENT_TAG = ".agent-"
+
+
+def _is_agent(value):
+    return os.path.basename(value).startswith(AGENT_TAG)
+
+
+def _others(root):
+    """Pids of the cluster's processes on this host, this agent left out."""
+    me = os.getpid()
+    return [pid for pid, value in _markers().items() if pid != me and value.startswith(root)]
+
+
+def _source_hash(path):
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _ask(path, request, timeout=2.0):
+    """One request to the agent listening at ``path``; None if none answers."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            with sock.makefile("rb") as f:
+                return json.loads(f.readline()).get("ok")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _start_resident(req):
+    """Start the resident agent from ``req["file"]`` unless one of this version answers already."""
+    import subprocess
+
+    if _RESIDENT.get("socket") == req["socket"]:
+        return  # asked through the resident itself
+    hello = _ask(req["socket"], {"op": "hello"})
+    if hello and hello.get("hash") == req["hash"] and hello.get("python") == req["python"]:
+        return
+    if hello and hello.get("pid"):  # another version: it leaves (socket first), and this one takes its place
+        _signal([hello["pid"]], signal.SIGTERM)
+        _wait_gone(lambda: os.path.exists("/proc/%d" % hello["pid"]), 2)
+    with open(req["socket"][:-5] + ".log", "ab") as log:
+        env = dict(os.environ)
+        env[MARKER] = req["socket"][:-5]
+        subprocess.Popen([sys.executable, req["file"], "listen", req["socket"], req["root"], req["python"]],
+                         cwd=req["root"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+
+
+def op_hello(req):
+    return {"hash": _RESIDENT.get("hash"), "python": _RESIDENT.get("python"), "pid": os.getpid()}
+
+
 OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail,
-       "write": op_write}
+       "write": op_write, "hello": op_hello}
 
 
-def serve():
-    """Answer requests, one JSON line each way, until stdin closes."""
-    stdin, out = sys.stdin.buffer, sys.stdout
+def serve(stdin=None, out=None):
+    """Answer requests, one JSON line each way, until stdin closes (or, in the resident agent, until
+    a request leaves it nothing to do: then it exits)."""
+    stdin = stdin or sys.stdin.buffer
+    out = out or sys.stdout.buffer
     for line in iter(stdin.readline, b""):
         try:
             req = json.loads(line)
             answer = {"ok": OPS[req["op"]](req)}
         except Exception as exc:  # said to the caller, who names the host and the step
             answer = {"fail": "%s: %s" % (type(exc).__name__, exc)}
-        out.write(json.dumps(answer) + "\n")
+        out.write(json.dumps(answer).encode() + b"\n")
         out.flush()
+        ok = answer.get("ok")
+        if _RESIDENT and isinstance(ok, dict) and ok.get("exited"):
+            _leave()
+
+
+def _leave():
+    """The resident agent's end: its socket goes first, so no new client finds it."""
+    try:
+        if os.stat(_RESIDENT["socket"]).st_ino == _RESIDENT["inode"]:
+            os.remove(_RESIDENT["socket"])
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _reap():
+    """Collect the exit status of the processes this agent started that have ended (its children)."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
+def listen(path, root, python, idle=IDLE_EXIT):
+    """The resident agent: serve each connection of this user on the Unix socket ``path`` (see above)."""
+    import socket
+    import struct
+    import threading
+
+    idle = float(idle)
+
+    _RESIDENT.update(socket=path, root=root, python=python, hash=_source_hash(os.path.abspath(__file__)))
+    signal.signal(signal.SIGTERM, lambda *_: _leave())
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.remove(path)  # a socket left by an agent that died: nobody answers on it
+    except OSError:
+        pass
+    umask = os.umask(0o077)  # the socket is private from its first moment (its folder is 0700 too)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(umask)  # the processes this agent starts get the login's umask, as from any agent
+    os.chmod(path, 0o600)
+    _RESIDENT["inode"] = os.stat(path).st_ino
+    server.listen(16)
+    server.settimeout(1.0)
+    busy = [0, time.time()]  # connections open, last time one was or something of the cluster ran
+    lock = threading.Lock()
+
+    def handle(conn):
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[1] not in (os.getuid(), 0):
+                return
+            with conn.makefile("rb") as rfile, conn.makefile("wb") as wfile:
+                serve(rfile, wfile)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with lock:
+                busy[0] -= 1
+                busy[1] = time.time()
+
+    while True:
+        _reap()
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            with lock:
+                if busy[0] or _others(root):
+                    busy[1] = time.time()
+                elif time.time() - busy[1] > idle:
+                    _leave()
+            continue
+        with lock:
+            busy[0] += 1
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
 if __name__ == "__clusterctl_agent__":
     serve()
+elif __name__ == "__main__" and sys.argv[1:2] == ["listen"]:
+    listen(*sys.argv[2:6])

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from clusterctl import health, remote, spec as specs, state as states, tls
@@ -131,15 +131,17 @@ def _by_host(items, host_of) -> dict:
 
 
 async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[ProcessRecord],
-                       grace: float = 10.0) -> dict[str, list[dict]]:
-    """Stop recorded processes, all hosts at once; host id -> processes still running after SIGKILL."""
+                       grace: float = 10.0, leave: Collection[str] = ()) -> dict[str, list[dict]]:
+    """Stop recorded processes, all hosts at once; host id -> processes still running after SIGKILL.
+    On the hosts in ``leave``, the resident agent goes too once nothing of the cluster runs there."""
     async def one(host_id: str, recs: list[ProcessRecord]) -> tuple[str, list[dict]]:
         transport = pool.get(cluster.host(host_id))
         if transport is None:
             return host_id, [{"pid": r.pid, "dir": r.dir, "cmd": "host unreachable"} for r in recs]
         try:
             answer = await remote.call(transport, recs[0].python, "stop", timeout=grace + 20, grace=grace,
-                                       procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs])
+                                       procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs],
+                                       leave=cluster.roots.get(host_id) if host_id in leave else None)
         except ClusterctlError as exc:  # not verified stopped: kept, with the reason
             return host_id, [{"pid": r.pid, "dir": r.dir, "cmd": exc.message} for r in recs]
         return host_id, answer["left"]
@@ -164,10 +166,12 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
         assert transport is not None
         payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env),
                     "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []} for p in group]
+        resident, agent_files = remote.resident_start(transport, _root(group[0]), group[0].python)
         try:
             files = [{"path": dst, "text": _read(src), "mode": 0o600}
                      for dst, src in {dst: src for p in group for src, dst in p.files}.items()]
-            return (await remote.call(transport, group[0].python, "start", procs=payload, files=files))["started"]
+            return (await remote.call(transport, group[0].python, "start", procs=payload, files=files + agent_files,
+                                      resident=resident))["started"]
         except ClusterctlError as exc:
             return {p.name: {"error": exc.message} for p in group}
 
@@ -229,6 +233,11 @@ async def tail_logs(pool: Pool, procs: Sequence[ProcessSpec | ProcessRecord], ho
     return dict(await asyncio.gather(*(one(p) for p in procs)))
 
 
+def _root(p: ProcessSpec) -> str:
+    """The cluster's folder on the process's host."""
+    return p.dir.rsplit("/", 1)[0] + "/"
+
+
 def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | None,
                client: dict) -> ClusterState:
     hosts = dict(previous.hosts) if previous else {}
@@ -236,7 +245,7 @@ def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | No
     pythons = dict(previous.pythons) if previous else {}
     for p in cluster.processes:
         hosts[p.host.id] = p.host.to_dict()
-        roots[p.host.id] = p.dir.rsplit("/", 1)[0] + "/"
+        roots[p.host.id] = _root(p)
         pythons[p.host.id] = p.python
     return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
@@ -273,7 +282,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
         detached, current.detached = current.detached, []
         new_certs = (previous is not None and previous.tls is not None and client_tls is not None
                      and previous.tls.get("fingerprint") != client_tls["fingerprint"])
-        async with Pool(states.home() / "known_hosts") as pool:
+        async with Pool(states.home() / "known_hosts", current.roots) as pool:
             hosts = {h.key: h for h in inv.hosts()}
             for r in recorded:
                 hosts.setdefault(current.host(r.host).key, current.host(r.host))
@@ -313,7 +322,7 @@ async def _stop_detached(pool: Pool, current: ClusterState, detached: list[Proce
     hosts = {r.host: current.host(r.host) for r in detached}
     await pool.open(list(hosts.values()))
     reachable = [r for r in detached if pool.get(hosts[r.host]) is not None]
-    left = await stop_records(pool, current, reachable)
+    left = await stop_records(pool, current, reachable, leave={r.host for r in reachable})
     result.stopped += [r.name for r in reachable if r.host not in left]
     keep = [r for r in detached if pool.get(hosts[r.host]) is None or r.host in left]
     for host_id in sorted({r.host for r in keep}):
@@ -420,7 +429,8 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
         if the_plan.stop:
             say("stop", names=[r.name for r in the_plan.stop])
             await _retire(pool, cluster, [r for r in the_plan.stop if r.role == "worker"])
-            await stop_records(pool, current, the_plan.stop)
+            wanted = {p.host.id for p in cluster.processes}
+            await stop_records(pool, current, the_plan.stop, leave={r.host for r in the_plan.stop} - wanted)
             result.stopped = [r.name for r in the_plan.stop]
         current.processes = [r for r in current.processes if r.name not in gone]
         if the_plan.detach:
@@ -475,7 +485,7 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
 async def _rollback(pool: Pool, current: ClusterState, procs: Sequence[ProcessSpec],
                     started: dict[str, int]) -> None:
     records = [_record(p, started[p.name]) for p in procs if p.name in started]
-    await stop_records(pool, current, records, grace=5)
+    await stop_records(pool, current, records, grace=5, leave={r.host for r in records})
     current.processes = [r for r in current.processes if r.name not in started]
     states.save(current)
 

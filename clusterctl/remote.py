@@ -5,19 +5,28 @@ stdin) and keeps it running for the rest of the command: every later call is one
 the same SSH session. A host thus pays for its login shell's start-up files and for one python
 start once per command, not once per step (with pyenv or conda initialised in ``~/.bashrc``, that
 is tens to hundreds of processes per session).
+
+On an SSH host where the cluster runs, ``up`` also leaves a resident agent (``agent.listen``) on a
+Unix socket in the cluster's folder; the commands after it reach that one through the SSH
+connection, and pay for neither. One of another version or interpreter is not used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import posixpath
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from clusterctl.errors import ClusterctlError, RemoteError
 from clusterctl.transport.base import Pipe, Transport
+
+AGENT_FILE = "clusterctl_agent.py"  # in the cluster's folder: what the resident agent runs
+SOCKET_MAX = 100  # bytes: a Unix socket's path must fit in sun_path (108 on Linux, 104 elsewhere)
 
 # Reads the agent's source (its length on the first line) from stdin and runs it; the agent then
 # answers one request per line on the same stdin until it closes.
@@ -28,6 +37,30 @@ BOOT = ("import sys;b=sys.stdin.buffer;exec(compile(b.read(int(b.readline())),'c
 @lru_cache(maxsize=1)
 def _agent_source() -> bytes:
     return resources.files("clusterctl").joinpath("agent.py").read_bytes()
+
+
+@lru_cache(maxsize=1)
+def agent_hash() -> str:
+    """What a resident agent of this version answers to ``hello`` (see agent.listen)."""
+    return hashlib.sha256(_agent_source()).hexdigest()[:16]
+
+
+def agent_socket(root: str, host_id: str) -> str | None:
+    """Where the resident agent of the cluster in ``root`` listens on host ``host_id`` (hosts may
+    share the folder), or None when that path is too long for a Unix socket."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in host_id)
+    path = f"{root}.agent-{safe}.sock"
+    return path if len(path.encode()) <= SOCKET_MAX else None
+
+
+def resident_start(transport: Transport, root: str, python: str) -> tuple[dict | None, list[dict]]:
+    """The part of a ``start`` request that leaves the resident agent on the host, and the file it
+    runs from: (None, []) where it is not used (local hosts, a path too long)."""
+    if transport.agent_socket is None:
+        return None, []
+    path = posixpath.join(root, AGENT_FILE)
+    return ({"file": path, "socket": transport.agent_socket, "root": root, "python": python, "hash": agent_hash()},
+            [{"path": path, "text": _agent_source().decode(), "mode": 0o600}])
 
 
 class _Session:
@@ -70,9 +103,30 @@ async def warm(transport: Transport, python: str) -> None:
 
 
 async def _open(transport: Transport, session: _Session, python: str) -> None:
+    if transport.agent_socket is not None:
+        session.pipe = await _resident(transport, python)
+        if session.pipe is not None:
+            return
     session.pipe = await transport.open_pipe([python, "-c", BOOT, "serve"])
     source = _agent_source()
     await session.pipe.send(b"%d\n" % len(source) + source)
+
+
+async def _resident(transport: Transport, python: str) -> Pipe | None:
+    """A session with the host's resident agent if one of this version and interpreter answers."""
+    assert transport.agent_socket is not None
+    pipe = await transport.open_unix(transport.agent_socket)
+    if pipe is None:
+        return None
+    await pipe.send(b'{"op": "hello"}\n')
+    try:
+        hello = json.loads(await pipe.readline())["ok"]
+        if hello["hash"] == agent_hash() and hello["python"] == python:
+            return pipe
+    except (ValueError, KeyError, TypeError):
+        pass
+    await pipe.end(2)
+    return None
 
 
 async def _exchange(transport: Transport, session: _Session, python: str, op: str, request: dict) -> dict:
@@ -83,7 +137,10 @@ async def _exchange(transport: Transport, session: _Session, python: str, op: st
     await session.pipe.send(json.dumps({"op": op, **request}).encode() + b"\n")
     line = await session.pipe.readline()
     if not line.endswith(b"\n"):  # the agent is gone: say why, as the host's shell or python did
+        resident = session.pipe.resident
         status, err = await _drop(session)
+        if resident:
+            raise RemoteError(f"[{host}] the resident clusterctl agent left during {op}: run the command again")
         if status in (126, 127):
             raise RemoteError(f"[{host}] python {python!r} not found or not executable: set 'python:' in the"
                               " inventory to an interpreter that has dask and distributed")
@@ -99,4 +156,6 @@ async def _exchange(transport: Transport, session: _Session, python: str, op: st
                           " (does the login shell print text?)") from None
     if "fail" in answer:
         raise RemoteError(f"[{host}] {op} failed: {answer['fail']}")
+    if isinstance(answer["ok"], dict) and answer["ok"].get("exited"):
+        await _drop(session)  # the resident agent left: its connection ends when it is gone
     return answer["ok"]

@@ -25,7 +25,7 @@ def load_state(name: str | None) -> ClusterState:
 async def collect(current: ClusterState) -> dict[str, Any]:
     """One object: the scheduler, every worker process, and an exit code (0 healthy, 1 scheduler down,
     3 some workers down, unregistered or unreachable)."""
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.roots) as pool:
         await pool.open([current.host(h) for h in {r.host for r in current.processes}])
         alive: dict[str, bool | None] = {}
         unreachable: dict[str, str] = {}
@@ -92,7 +92,7 @@ def select(current: ClusterState, host: str | None, role: str | None) -> list[Pr
 
 
 async def tails(current: ClusterState, records: list[ProcessRecord], lines: int) -> dict[str, str]:
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.roots) as pool:
         await pool.open([current.host(r.host) for r in records])
         return await tail_logs(pool, records, lambda r: current.host(r.host), lines=lines)
 

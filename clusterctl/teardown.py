@@ -32,7 +32,7 @@ def state_from_inventory(inv: Inventory) -> ClusterState:
     """A state with no processes, for ``down --force`` when the state file is lost or unreadable."""
     cluster = specs.build(inv)
     hosts = {p.host.id: p.host.to_dict() for p in cluster.processes}
-    roots = {p.host.id: p.dir.rsplit("/", 1)[0] + "/" for p in cluster.processes}
+    roots = {p.host.id: reconcile._root(p) for p in cluster.processes}
     pythons = {p.host.id: p.python for p in cluster.processes}
     return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
@@ -53,7 +53,7 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
         if current is None:
             return DownResult(cluster=name, nothing=True)
         result = DownResult(cluster=name)
-        async with Pool(states.home() / "known_hosts") as pool:
+        async with Pool(states.home() / "known_hosts", current.roots) as pool:
             await pool.open([current.host(h) for h in current.hosts],
                             {current.host(h).key: current.python(h) for h in current.roots})
             for host_id in current.hosts:
@@ -138,7 +138,8 @@ async def _sweep(pool: Pool, current: ClusterState, skip: set[str], grace: float
         try:
             answer = await remote.call(transport, current.python(host_id), "stop",
                                        timeout=grace + 30, grace=grace, procs=procs,
-                                       prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"])
+                                       prefix=current.roots[host_id], remove=[current.roots[host_id] + "tls"],
+                                       leave=current.roots[host_id])
         except ClusterctlError as exc:
             return host_id, ([], [], exc.message)
         # The agent names what it stopped by directory; a process's directory is named after it.

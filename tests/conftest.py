@@ -107,8 +107,15 @@ def dask_processes(lab, host, cluster: str | None = None) -> list[str]:
             and (cluster is None or f"/{cluster}/" in args)]
 
 
+def resident_agents(lab, host, cluster: str | None = None) -> list[tuple[int, str]]:
+    """(pid, args) of the resident clusterctl agents on a host (see clusterctl/agent.py: listen)."""
+    return [(pid, args) for pid, args in lab.processes(host)
+            if "clusterctl_agent.py listen" in args and (cluster is None or f"/{cluster}/" in args)]
+
+
 def clean(lab, hosts, cluster: str | None = None) -> bool:
-    return all(dask_processes(lab, h, cluster) == [] for h in hosts)
+    """No Dask process and no resident agent (of ``cluster``) on any of ``hosts``."""
+    return all(dask_processes(lab, h, cluster) == [] and resident_agents(lab, h, cluster) == [] for h in hosts)
 
 
 @pytest.fixture(scope="module")

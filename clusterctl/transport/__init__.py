@@ -25,8 +25,10 @@ def make(host: Host, known_hosts: Path) -> Transport:
 class Pool:
     """Open sessions to hosts; a host that cannot be reached is kept as its ``ConnectError``."""
 
-    def __init__(self, known_hosts: Path):
+    def __init__(self, known_hosts: Path, roots: Mapping[str, str] | None = None):
+        """``roots``: host id -> the cluster's folder there, where its resident agent may listen."""
         self.known_hosts = known_hosts
+        self.roots = roots or {}
         self.transports: dict[tuple, Transport] = {}
         self.failures: dict[tuple, ConnectError] = {}
         self._warming: list[asyncio.Future] = []
@@ -38,6 +40,10 @@ class Pool:
 
         async def one(host: Host) -> None:
             transport = make(host, self.known_hosts)
+            if host.connection != "local" and host.id in self.roots:
+                from clusterctl import remote  # remote imports this package's base
+
+                transport.agent_socket = remote.agent_socket(self.roots[host.id], host.id)
             try:
                 await transport.connect()
             except ConnectError as exc:

@@ -20,6 +20,8 @@ class Completed:
 class Pipe(abc.ABC):
     """A process on the host that clusterctl talks to line by line (the agent's session)."""
 
+    resident = False  # a connection to the resident agent (see agent.listen), not a process of its own
+
     @abc.abstractmethod
     async def send(self, data: bytes) -> None:
         """Write to its stdin; a process that is gone is noticed by the next ``readline``."""
@@ -40,6 +42,7 @@ class Transport(abc.ABC):
     def __init__(self, host: Host):
         self.host = host
         self.agents: dict[str, Any] = {}  # interpreter -> the agent session kept open (see remote.py)
+        self.agent_socket: str | None = None  # where the cluster's resident agent would listen
 
     @abc.abstractmethod
     async def connect(self) -> None: ...
@@ -51,6 +54,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def open_pipe(self, argv: Sequence[str]) -> Pipe:
         """Start argv with its stdin and stdout as pipes to clusterctl, stderr kept for ``end``."""
+
+    async def open_unix(self, path: str) -> Pipe | None:
+        """A byte stream to the Unix socket ``path`` on the host, or None where nothing listens
+        there (or the transport cannot reach one)."""
+        return None
 
     @abc.abstractmethod
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:

@@ -128,6 +128,15 @@ class SSHTransport(Transport):
             raise RemoteError(f"[{self.host.id}] lost the SSH connection: {getattr(exc, 'reason', None) or exc}") from None
         return _SSHPipe(process, self._sessions.release)
 
+    async def open_unix(self, path: str) -> Pipe | None:
+        if self._conn is None:
+            return None
+        try:  # a direct-streamlocal channel: sshd connects to the socket, no process starts
+            reader, writer = await self._conn.open_unix_connection(path, encoding=None)
+        except (OSError, asyncssh.Error):
+            return None  # nothing listens, or the server forbids forwarding
+        return _StreamPipe(reader, writer)
+
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
         if self._conn is None:
             raise RemoteError(f"[{self.host.id}] not connected")
@@ -196,3 +205,37 @@ class _SSHPipe(Pipe):
                 self._release = None
         status = self._process.exit_status
         return (255 if status is None else status), bytes(err or b"").decode(errors="replace")
+
+
+class _StreamPipe(Pipe):
+    """A connection to the resident agent: ``end`` closes it and waits for the agent's side to close."""
+
+    resident = True
+
+    def __init__(self, reader: asyncssh.SSHReader, writer: asyncssh.SSHWriter):
+        self._reader, self._writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, asyncssh.Error):
+            pass
+
+    async def readline(self) -> bytes:
+        try:
+            return await self._reader.readline()
+        except (OSError, asyncssh.Error):
+            return b""
+
+    async def end(self, timeout: float) -> tuple[int, str]:
+        try:
+            self._writer.write_eof()
+            async with asyncio.timeout(timeout):
+                while await self._reader.read(65536):
+                    pass
+        except (OSError, asyncssh.Error, TimeoutError):
+            pass
+        finally:
+            self._writer.close()
+        return 0, ""
