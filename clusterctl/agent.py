@@ -498,10 +498,14 @@ def serve(stdin=None, out=None):
 
 
 def _leave():
-    """The resident agent's end: its socket goes first, so no new client finds it."""
+    """The resident agent's end: its socket goes first, so no new client finds it, then its log if
+    nothing was written there."""
     try:
         if os.stat(_RESIDENT["socket"]).st_ino == _RESIDENT["inode"]:
             os.remove(_RESIDENT["socket"])
+        log = _RESIDENT["socket"][:-5] + ".log"
+        if os.path.getsize(log) == 0:
+            os.remove(log)
     except OSError:
         pass
     os._exit(0)
