@@ -226,7 +226,7 @@ def op_start(req):
         said = "; ".join(failed.values())
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
     if req.get("resident"):
-        _start_resident(req["resident"])
+        _start_resident(req["resident"])  # best effort: without it, commands start an agent as before
     started = {}
     for proc in req["procs"]:
         for path in proc.get("clear", []):  # e.g. a scheduler file of the scheduler being replaced
@@ -297,8 +297,7 @@ def op_stop(req):
     # without their parent); a child is left to its parent: a nanny closes its worker in ~0.1 s.
     # A forked worker does not act on a SIGTERM of its own (it inherits the nanny's handler, which
     # does nothing in the child) and delays its nanny's close when it gets one.
-    # (A process started by the resident agent is its child, and still a top.)
-    tops = [pid for pid in targets if _parent(pid) not in targets or _parent(pid) in agents]
+    tops = [pid for pid in targets if _parent(pid) not in targets]
     _signal(tops, signal.SIGTERM)
     grace = req.get("grace", 10)
     # Children still there after a moment (a nanny whose worker was already closing waits 8 s
@@ -322,7 +321,7 @@ def op_stop(req):
     exited = False
     leave = req.get("leave")
     if leave and not left:
-        rest = {pid: value for pid, value in _markers().items() if pid != me and value.startswith(leave)}
+        rest = _cluster(leave)
         if all(_is_agent(value) for value in rest.values()):
             # Nothing of the cluster runs here any more: its resident agent goes too (see listen).
             _signal(list(rest), signal.SIGTERM)
@@ -423,10 +422,10 @@ def _is_agent(value):
     return os.path.basename(value).startswith(AGENT_TAG)
 
 
-def _others(root):
-    """Pids of the cluster's processes on this host, this agent left out."""
+def _cluster(root):
+    """pid -> marker of the cluster's processes on this host (agents too), this one left out."""
     me = os.getpid()
-    return [pid for pid, value in _markers().items() if pid != me and value.startswith(root)]
+    return {pid: value for pid, value in _markers().items() if pid != me and value.startswith(root)}
 
 
 def _source_hash(path):
@@ -452,23 +451,27 @@ def _ask(path, request, timeout=2.0):
 
 
 def _start_resident(req):
-    """Start the resident agent from ``req["file"]`` unless one of this version answers already."""
+    """Start the resident agent (its source in ``req["text"]``) unless one of this version answers
+    already; one of another version is replaced. Never fails the start it comes with."""
     import subprocess
 
-    if _RESIDENT.get("socket") == req["socket"]:
-        return  # asked through the resident itself
-    hello = _ask(req["socket"], {"op": "hello"})
-    if hello and hello.get("hash") == req["hash"] and hello.get("python") == req["python"]:
-        return
-    if hello and hello.get("pid"):  # another version: it leaves (socket first), and this one takes its place
-        _signal([hello["pid"]], signal.SIGTERM)
-        _wait_gone(lambda: os.path.exists("/proc/%d" % hello["pid"]), 2)
-    with open(req["socket"][:-5] + ".log", "ab") as log:
-        env = dict(os.environ)
-        env[MARKER] = req["socket"][:-5]
-        subprocess.Popen([sys.executable, req["file"], "listen", req["socket"], req["root"], req["python"]],
-                         cwd=req["root"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+    try:
+        hello = _ask(req["socket"], {"op": "hello"})
+        if hello and hello.get("hash") == req["hash"] and hello.get("python") == req["python"]:
+            return
+        if hello and hello.get("pid"):  # another version: it leaves (its socket first), this one takes over
+            _signal([hello["pid"]], signal.SIGTERM)
+            _wait_gone(lambda: os.path.exists("/proc/%d" % hello["pid"]), 2)
+        _write(req["file"], req["text"], 0o600)
+        base = req["socket"][:-len(".sock")]
+        with open(base + ".log", "ab") as log:
+            env = dict(os.environ)
+            env[MARKER] = base
+            subprocess.Popen([sys.executable, req["file"], "listen", req["socket"], req["root"], req["python"]],
+                             cwd=req["root"], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    except Exception:
+        pass
 
 
 def op_hello(req):
@@ -500,25 +503,18 @@ def serve(stdin=None, out=None):
 def _leave():
     """The resident agent's end: its socket goes first, so no new client finds it, then its log if
     nothing was written there."""
+    base = _RESIDENT["socket"][:-len(".sock")]
     try:
         if os.stat(_RESIDENT["socket"]).st_ino == _RESIDENT["inode"]:
             os.remove(_RESIDENT["socket"])
-        log = _RESIDENT["socket"][:-5] + ".log"
-        if os.path.getsize(log) == 0:
-            os.remove(log)
+    except OSError:
+        pass
+    try:
+        if os.path.getsize(base + ".log") == 0:
+            os.remove(base + ".log")
     except OSError:
         pass
     os._exit(0)
-
-
-def _reap():
-    """Collect the exit status of the processes this agent started that have ended (its children)."""
-    while True:
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                return
-        except ChildProcessError:
-            return
 
 
 def listen(path, root, python, idle=IDLE_EXIT):
@@ -530,7 +526,6 @@ def listen(path, root, python, idle=IDLE_EXIT):
     idle = float(idle)
 
     _RESIDENT.update(socket=path, root=root, python=python, hash=_source_hash(os.path.abspath(__file__)))
-    signal.signal(signal.SIGTERM, lambda *_: _leave())
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         os.remove(path)  # a socket left by an agent that died: nobody answers on it
@@ -543,6 +538,7 @@ def listen(path, root, python, idle=IDLE_EXIT):
         os.umask(umask)  # the processes this agent starts get the login's umask, as from any agent
     os.chmod(path, 0o600)
     _RESIDENT["inode"] = os.stat(path).st_ino
+    signal.signal(signal.SIGTERM, lambda *_: _leave())
     server.listen(16)
     server.settimeout(1.0)
     busy = [0, time.time()]  # connections open, last time one was or something of the cluster ran
@@ -550,8 +546,8 @@ def listen(path, root, python, idle=IDLE_EXIT):
 
     def handle(conn):
         try:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[1] not in (os.getuid(), 0):
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
+            if struct.unpack("iII", creds)[1] not in (os.getuid(), 0):  # struct ucred: pid, uid, gid
                 return
             with conn.makefile("rb") as rfile, conn.makefile("wb") as wfile:
                 serve(rfile, wfile)
@@ -564,15 +560,17 @@ def listen(path, root, python, idle=IDLE_EXIT):
                 busy[1] = time.time()
 
     while True:
-        _reap()
         try:
             conn, _ = server.accept()
         except socket.timeout:
             with lock:
-                if busy[0] or _others(root):
+                if busy[0]:
                     busy[1] = time.time()
-                elif time.time() - busy[1] > idle:
-                    _leave()
+                elif time.time() - busy[1] > idle:  # then (only) look for the cluster's processes
+                    if any(not _is_agent(value) for value in _cluster(root).values()):
+                        busy[1] = time.time()
+                    else:
+                        _leave()
             continue
         with lock:
             busy[0] += 1

@@ -139,7 +139,8 @@ async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[Proc
         if transport is None:
             return host_id, [{"pid": r.pid, "dir": r.dir, "cmd": "host unreachable"} for r in recs]
         try:
-            answer = await remote.call(transport, recs[0].python, "stop", timeout=grace + 20, grace=grace,
+            python = recs[0].python if recs else cluster.python(host_id)
+            answer = await remote.call(transport, python, "stop", timeout=grace + 20, grace=grace,
                                        procs=[{"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs],
                                        leave=cluster.roots.get(host_id) if host_id in leave else None)
         except ClusterctlError as exc:  # not verified stopped: kept, with the reason
@@ -148,9 +149,11 @@ async def stop_records(pool: Pool, cluster: ClusterState, records: Sequence[Proc
 
     # Workers first, then the scheduler: a worker that loses its scheduler while its nanny is
     # closing it hangs until distributed kills it 8 s later.
+    # Hosts in ``leave`` with nothing to stop are asked last, for their agent only.
     left: dict[str, list[dict]] = {}
-    for batch in ([r for r in records if r.role != "scheduler"], [r for r in records if r.role == "scheduler"]):
-        grouped = _by_host(batch, lambda r: r.host)
+    idle = {h: [] for h in leave if h not in {r.host for r in records}}
+    for grouped in (_by_host([r for r in records if r.role != "scheduler"], lambda r: r.host),
+                    {**_by_host([r for r in records if r.role == "scheduler"], lambda r: r.host), **idle}):
         for host_id, procs in await asyncio.gather(*(one(h, recs) for h, recs in grouped.items())):
             if procs:
                 left.setdefault(host_id, []).extend(procs)
@@ -166,12 +169,13 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
         assert transport is not None
         payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env),
                     "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []} for p in group]
-        resident, agent_files = remote.resident_start(transport, _root(group[0]), group[0].python)
         try:
             files = [{"path": dst, "text": _read(src), "mode": 0o600}
                      for dst, src in {dst: src for p in group for src, dst in p.files}.items()]
-            return (await remote.call(transport, group[0].python, "start", procs=payload, files=files + agent_files,
-                                      resident=resident))["started"]
+            # By an agent a login started now (the processes get that login's environment); it
+            # leaves the resident agent for the commands after this one.
+            return (await remote.call(transport, group[0].python, "start", fresh=True, procs=payload, files=files,
+                                      resident=remote.resident_start(transport, group[0].python)))["started"]
         except ClusterctlError as exc:
             return {p.name: {"error": exc.message} for p in group}
 
@@ -233,11 +237,6 @@ async def tail_logs(pool: Pool, procs: Sequence[ProcessSpec | ProcessRecord], ho
     return dict(await asyncio.gather(*(one(p) for p in procs)))
 
 
-def _root(p: ProcessSpec) -> str:
-    """The cluster's folder on the process's host."""
-    return p.dir.rsplit("/", 1)[0] + "/"
-
-
 def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | None,
                client: dict) -> ClusterState:
     hosts = dict(previous.hosts) if previous else {}
@@ -245,7 +244,7 @@ def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | No
     pythons = dict(previous.pythons) if previous else {}
     for p in cluster.processes:
         hosts[p.host.id] = p.host.to_dict()
-        roots[p.host.id] = _root(p)
+        roots[p.host.id] = p.root
         pythons[p.host.id] = p.python
     return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
@@ -485,7 +484,8 @@ async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_pl
 async def _rollback(pool: Pool, current: ClusterState, procs: Sequence[ProcessSpec],
                     started: dict[str, int]) -> None:
     records = [_record(p, started[p.name]) for p in procs if p.name in started]
-    await stop_records(pool, current, records, grace=5, leave={r.host for r in records})
+    # Every host it tried: a host whose starts all failed may have its resident agent started.
+    await stop_records(pool, current, records, grace=5, leave={p.host.id for p in procs})
     current.processes = [r for r in current.processes if r.name not in started]
     states.save(current)
 

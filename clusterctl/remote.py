@@ -26,6 +26,7 @@ from clusterctl.errors import ClusterctlError, RemoteError
 from clusterctl.transport.base import Pipe, Transport
 
 AGENT_FILE = "clusterctl_agent.py"  # in the cluster's folder: what the resident agent runs
+HELLO_TIMEOUT = 5.0  # seconds a resident agent gets to say who it is
 SOCKET_MAX = 100  # bytes: a Unix socket's path must fit in sun_path (108 on Linux, 104 elsewhere)
 
 # Reads the agent's source (its length on the first line) from stdin and runs it; the agent then
@@ -45,22 +46,28 @@ def agent_hash() -> str:
     return hashlib.sha256(_agent_source()).hexdigest()[:16]
 
 
-def agent_socket(root: str, host_id: str) -> str | None:
+def agent_socket(root: str, host_id: str, python: str) -> str | None:
     """Where the resident agent of the cluster in ``root`` listens on host ``host_id`` (hosts may
-    share the folder), or None when that path is too long for a Unix socket."""
+    share the folder) for interpreter ``python``, or None when that path is too long for a socket."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in host_id)
-    path = f"{root}.agent-{safe}.sock"
+    path = f"{root}.agent-{safe}-{hashlib.sha256(python.encode()).hexdigest()[:8]}.sock"
     return path if len(path.encode()) <= SOCKET_MAX else None
 
 
-def resident_start(transport: Transport, root: str, python: str) -> tuple[dict | None, list[dict]]:
-    """The part of a ``start`` request that leaves the resident agent on the host, and the file it
-    runs from: (None, []) where it is not used (local hosts, a path too long)."""
-    if transport.agent_socket is None:
-        return None, []
-    path = posixpath.join(root, AGENT_FILE)
-    return ({"file": path, "socket": transport.agent_socket, "root": root, "python": python, "hash": agent_hash()},
-            [{"path": path, "text": _agent_source().decode(), "mode": 0o600}])
+def _socket(transport: Transport, python: str) -> str | None:
+    root = transport.agent_root
+    return agent_socket(root, transport.host.id, python) if root is not None else None
+
+
+def resident_start(transport: Transport, python: str) -> dict | None:
+    """The part of a ``start`` request that leaves the resident agent on the host (with the file it
+    runs from), or None where none is used (local hosts, a path too long)."""
+    sock = _socket(transport, python)
+    if sock is None:
+        return None
+    assert transport.agent_root is not None
+    return {"file": posixpath.join(transport.agent_root, AGENT_FILE), "text": _agent_source().decode(),
+            "socket": sock, "root": transport.agent_root, "python": python, "hash": agent_hash()}
 
 
 class _Session:
@@ -69,22 +76,34 @@ class _Session:
         self.lock = asyncio.Lock()  # one request at a time on a session
 
 
-def _session(transport: Transport, python: str) -> _Session:
-    return transport.agents.setdefault(python, _Session())
+def _session(transport: Transport, key: Any) -> _Session:
+    return transport.agents.setdefault(key, _Session())
 
 
-async def call(transport: Transport, python: str, op: str, timeout: float = 30, **request: Any) -> dict:
-    """Run one agent operation with the host's interpreter; raise ``RemoteError`` saying what to fix."""
+async def call(transport: Transport, python: str, op: str, timeout: float = 30, fresh: bool = False,
+               **request: Any) -> dict:
+    """Run one agent operation with the host's interpreter; raise ``RemoteError`` saying what to fix.
+    ``fresh``: by an agent that a login started for this command, never the resident one (``start``:
+    the processes get the environment of a login now, as they would without a resident agent)."""
     session = _session(transport, python)
     async with session.lock:
-        try:
-            return await asyncio.wait_for(_exchange(transport, session, python, op, request), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            await _drop(session)  # in the middle of an answer: the next call starts a new agent
-            raise RemoteError(f"[{transport.host.id}] {op} did not finish within {timeout:g} s") from None
-        except asyncio.CancelledError:
-            await _drop(session)
-            raise
+        if not (fresh and session.pipe is not None and session.pipe.resident):
+            return await _call(transport, session, python, op, timeout, fresh, request)
+    session = _session(transport, (python, "fresh"))
+    async with session.lock:
+        return await _call(transport, session, python, op, timeout, True, request)
+
+
+async def _call(transport: Transport, session: _Session, python: str, op: str, timeout: float, fresh: bool,
+                request: dict) -> dict:
+    try:
+        return await asyncio.wait_for(_exchange(transport, session, python, op, fresh, request), timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        await _drop(session)  # in the middle of an answer: the next call starts a new agent
+        raise RemoteError(f"[{transport.host.id}] {op} did not finish within {timeout:g} s") from None
+    except asyncio.CancelledError:
+        await _drop(session)
+        raise
 
 
 async def _drop(session: _Session) -> tuple[int, str]:
@@ -102,9 +121,10 @@ async def warm(transport: Transport, python: str) -> None:
                 await _open(transport, session, python)
 
 
-async def _open(transport: Transport, session: _Session, python: str) -> None:
-    if transport.agent_socket is not None:
-        session.pipe = await _resident(transport, python)
+async def _open(transport: Transport, session: _Session, python: str, fresh: bool = False) -> None:
+    sock = None if fresh else _socket(transport, python)
+    if sock is not None:
+        session.pipe = await _resident(transport, sock, python)
         if session.pipe is not None:
             return
     session.pipe = await transport.open_pipe([python, "-c", BOOT, "serve"])
@@ -112,27 +132,30 @@ async def _open(transport: Transport, session: _Session, python: str) -> None:
     await session.pipe.send(b"%d\n" % len(source) + source)
 
 
-async def _resident(transport: Transport, python: str) -> Pipe | None:
-    """A session with the host's resident agent if one of this version and interpreter answers."""
-    assert transport.agent_socket is not None
-    pipe = await transport.open_unix(transport.agent_socket)
+async def _resident(transport: Transport, sock: str, python: str) -> Pipe | None:
+    """A session with the host's resident agent if one of this version and interpreter answers
+    within HELLO_TIMEOUT; None otherwise (the caller starts an agent as without one)."""
+    pipe = await transport.open_unix(sock)
     if pipe is None:
         return None
-    await pipe.send(b'{"op": "hello"}\n')
+    ok = False
     try:
-        hello = json.loads(await pipe.readline())["ok"]
-        if hello["hash"] == agent_hash() and hello["python"] == python:
-            return pipe
-    except (ValueError, KeyError, TypeError):
+        await pipe.send(b'{"op": "hello"}\n')
+        hello = json.loads(await asyncio.wait_for(pipe.readline(), HELLO_TIMEOUT))["ok"]
+        ok = hello["hash"] == agent_hash() and hello["python"] == python
+    except (ValueError, KeyError, TypeError, asyncio.TimeoutError, TimeoutError):
         pass
-    await pipe.end(2)
-    return None
+    finally:
+        if not ok:  # not this version, no answer, or cancelled while waiting for one
+            await asyncio.shield(pipe.end(2))
+    return pipe if ok else None
 
 
-async def _exchange(transport: Transport, session: _Session, python: str, op: str, request: dict) -> dict:
+async def _exchange(transport: Transport, session: _Session, python: str, op: str, fresh: bool,
+                    request: dict) -> dict:
     host = transport.host.id
     if session.pipe is None:
-        await _open(transport, session, python)
+        await _open(transport, session, python, fresh)
     assert session.pipe is not None
     await session.pipe.send(json.dumps({"op": op, **request}).encode() + b"\n")
     line = await session.pipe.readline()

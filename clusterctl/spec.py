@@ -49,6 +49,11 @@ class ProcessSpec:
     def log(self) -> str:
         return posixpath.join(self.dir, "log")
 
+    @property
+    def root(self) -> str:
+        """The cluster's folder on the host (``<workdir>/<cluster>/``)."""
+        return self.dir.rsplit("/", 1)[0] + "/"
+
 
 @dataclass(frozen=True)
 class ClusterSpec:

@@ -32,7 +32,7 @@ def state_from_inventory(inv: Inventory) -> ClusterState:
     """A state with no processes, for ``down --force`` when the state file is lost or unreadable."""
     cluster = specs.build(inv)
     hosts = {p.host.id: p.host.to_dict() for p in cluster.processes}
-    roots = {p.host.id: reconcile._root(p) for p in cluster.processes}
+    roots = {p.host.id: p.root for p in cluster.processes}
     pythons = {p.host.id: p.python for p in cluster.processes}
     return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,

@@ -7,48 +7,58 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from clusterctl import remote, state as states
+from clusterctl import agent, remote, state as states
 from clusterctl.transport import Pool
-
-pytestmark = pytest.mark.lab
 
 from conftest import CLIENT_PYTHON, clean, resident_agents  # noqa: E402
 
+lab_only = pytest.mark.lab
+# The same interpreter under another name (a cluster may run two interpreters on one host).
+OTHER_PYTHON = CLIENT_PYTHON.replace("/bin/", "/bin/../bin/", 1)
 
-def test_socket_path_is_per_host_and_fits_a_unix_socket():
-    assert remote.agent_socket("/w/c/", "h1") == "/w/c/.agent-h1.sock"
-    assert remote.agent_socket("/w/c/", "10.0.0.2") == "/w/c/.agent-10.0.0.2.sock"
-    assert remote.agent_socket("/w/c/", "fe80::1 x/y") == "/w/c/.agent-fe80__1_x_y.sock"
-    assert remote.agent_socket("/" + "d" * 90 + "/c/", "h1") is None  # too long: commands use exec agents
+
+def test_socket_path_is_per_host_and_interpreter_and_fits_a_unix_socket():
+    path = remote.agent_socket("/w/c/", "h1", "python3")
+    assert path.startswith("/w/c/.agent-h1-") and path.endswith(".sock")
+    assert remote.agent_socket("/w/c/", "h1", "python3") == path
+    assert remote.agent_socket("/w/c/", "h1", "/opt/py/bin/python") != path
+    assert remote.agent_socket("/w/c/", "h2", "python3") != path
+    assert remote.agent_socket("/w/c/", "fe80::1 x/y", "python3").startswith("/w/c/.agent-fe80__1_x_y-")
+    assert remote.agent_socket("/" + "d" * 80 + "/c/", "h1", "python3") is None  # commands use exec agents
 
 
 def _state(home: Path, name: str) -> dict:
     return json.loads((home / "clusters" / name / "state.json").read_text())
 
 
-def _hello(home: Path, state: dict, host_id: str) -> dict:
+def _hello(home: Path, cluster: str, host_id: str, python: str = CLIENT_PYTHON) -> dict:
     """What answers ``hello`` when a command asks the host's agent, as status and down do."""
     async def ask() -> dict:
-        current = states.load(state["cluster"])
+        current = states.load(cluster)
         host = current.host(host_id)
         async with Pool(home / "known_hosts", current.roots) as pool:
             await pool.open([host])
-            return await remote.call(pool.get(host), current.python(host_id), "hello", timeout=20)
+            return await remote.call(pool.get(host), python, "hello", timeout=20)
 
     return asyncio.run(ask())
 
 
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:  # between an agent's removal of a stale socket and its own
-        return None
+def _answering(sock: str, timeout: float = 10) -> dict:
+    """The hello of the agent listening on ``sock`` (the lab shares this machine's filesystem and
+    kernel, so its sockets are reachable from here), once it answers."""
+    deadline = time.monotonic() + timeout
+    while (hello := agent._ask(sock, {"op": "hello"})) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hello is not None, f"nothing answers on {sock}"
+    return hello
 
 
 def _kill_worker(lab, ssh_cli, host) -> None:
@@ -56,6 +66,14 @@ def _kill_worker(lab, ssh_cli, host) -> None:
     assert lab.ssh(host, f"kill -9 -- -{victim['pid']}").returncode == 0  # the nanny's process group
 
 
+def _start_agent(lab, host, source: Path, sock: str, root: str, idle: str = "") -> None:
+    """A resident agent started by hand on ``host``, as a start request would."""
+    started = lab.ssh(host, f"cd {root} && (CLUSTERCTL_PROCESS={sock[:-5]} setsid {CLIENT_PYTHON} {source} listen"
+                            f" {sock} {root} {CLIENT_PYTHON} {idle} </dev/null >/dev/null 2>&1 &)")
+    assert started.returncode == 0, started.stderr
+
+
+@lab_only
 def test_later_commands_use_the_resident_agent_and_down_takes_it_away(lab, ssh_cli, write_inventory, home,
                                                                        monkeypatch):
     monkeypatch.setenv("CLUSTERCTL_HOME", str(home))
@@ -64,21 +82,21 @@ def test_later_commands_use_the_resident_agent_and_down_takes_it_away(lab, ssh_c
     assert (r := ssh_cli("up", inv)).code == 0, r.out + r.err
     state = _state(home, "res")
     for h in hosts:
-        agents = resident_agents(lab, h, "res")
-        assert len(agents) == 1, agents
-        sock = Path(state["roots"][h.addr]) / f".agent-{h.addr}.sock"
+        sock = remote.agent_socket(state["roots"][h.addr], h.addr, CLIENT_PYTHON)
+        pid = _answering(sock)["pid"]
+        assert [p for p, _ in resident_agents(lab, h, "res")] == [pid]
         assert stat.S_ISSOCK(os.stat(sock).st_mode) and stat.S_IMODE(os.stat(sock).st_mode) == 0o600
-        assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
-        hello = _hello(home, state, h.addr)
-        assert hello["pid"] == agents[0][0] and hello["hash"] == remote.agent_hash()  # it answered, no new agent
+        assert stat.S_IMODE(os.stat(Path(sock).parent).st_mode) == 0o700
+        assert _hello(home, "res", h.addr) == {"hash": remote.agent_hash(), "python": CLIENT_PYTHON, "pid": pid}
     assert ssh_cli("status").code == 0
-    # A worker restarted by up is started by the resident agent, with the login's umask, not its own.
+    # A worker restarted by up is started by an agent of a login of this command (its environment
+    # and umask), not by the resident one.
     w = hosts[1]
     _kill_worker(lab, ssh_cli, w)
     assert (r := ssh_cli("up", inv)).code == 0, r.out + r.err
     nanny = next(x["pid"] for x in ssh_cli("status", "--json").json["workers"] if x["host"] == w.addr)
     [(resident, _)] = resident_agents(lab, w, "res")
-    assert int(lab.ssh(w, f"ps -o ppid= -p {nanny}").stdout) == resident
+    assert int(lab.ssh(w, f"ps -o ppid= -p {nanny}").stdout) != resident
     umask = lab.ssh(w, f"grep Umask /proc/{nanny}/status").stdout.split()[1]
     assert umask == lab.ssh(w, "umask").stdout.strip()
     down = ssh_cli("down")
@@ -87,6 +105,7 @@ def test_later_commands_use_the_resident_agent_and_down_takes_it_away(lab, ssh_c
     assert not list(Path(state["roots"][hosts[0].addr]).glob(".agent-*"))  # neither socket nor (empty) log
 
 
+@lab_only
 def test_a_dead_or_other_version_resident_agent_is_not_used_and_the_next_start_replaces_it(
         lab, ssh_cli, write_inventory, home, monkeypatch, tmp_path):
     monkeypatch.setenv("CLUSTERCTL_HOME", str(home))
@@ -94,49 +113,62 @@ def test_a_dead_or_other_version_resident_agent_is_not_used_and_the_next_start_r
     w = hosts[1]
     inv = write_inventory([h.addr for h in hosts[1:]], name="res2")
     assert (r := ssh_cli("up", inv)).code == 0, r.out + r.err
-    state = _state(home, "res2")
-    root = state["roots"][w.addr]
-    [(pid, _)] = resident_agents(lab, w, "res2")
+    root = _state(home, "res2")["roots"][w.addr]
+    sock = remote.agent_socket(root, w.addr, CLIENT_PYTHON)
+    pid = _answering(sock)["pid"]
     assert lab.ssh(w, f"kill -9 {pid}").returncode == 0
     # Its socket is still there, nobody answers on it: the command starts an agent as before.
-    assert _hello(home, state, w.addr)["hash"] is None
+    assert os.path.exists(sock) and _hello(home, "res2", w.addr)["hash"] is None
     assert (st := ssh_cli("status", "--json")).code == 0 and st.json["healthy"], st.out
 
     # An agent of another clusterctl version listens there now.
     other = tmp_path / remote.AGENT_FILE
     other.write_text(remote._agent_source().decode() + "\n# another version\n")
-    stale = os.stat(f"{root}.agent-{w.addr}.sock").st_ino  # left by the one killed
-    started = lab.ssh(w, f"cd {root} && (CLUSTERCTL_PROCESS={root}.agent-{w.addr} setsid {CLIENT_PYTHON} {other}"
-                         f" listen {root}.agent-{w.addr}.sock {root} {CLIENT_PYTHON} </dev/null >/dev/null 2>&1 &)")
-    assert started.returncode == 0, started.stderr
+    _start_agent(lab, w, other, sock, root)
     deadline = time.monotonic() + 10
-    while _inode(f"{root}.agent-{w.addr}.sock") in (stale, None) and time.monotonic() < deadline:
+    while (agent._ask(sock, {"op": "hello"}) or {}).get("pid") in (None, pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    [(old_pid, _)] = resident_agents(lab, w, "res2")
-    assert _hello(home, state, w.addr)["hash"] is None  # not used
+    old = _answering(sock)
+    assert old["hash"] != remote.agent_hash() and old["pid"] != pid
+    assert _hello(home, "res2", w.addr)["hash"] is None  # not used
     # A worker restarted by up: its host's start replaces the agent with this version's.
     _kill_worker(lab, ssh_cli, w)
     assert (r := ssh_cli("up", inv)).code == 0, r.out + r.err
-    [(new_pid, _)] = resident_agents(lab, w, "res2")
-    assert new_pid != old_pid and _hello(home, state, w.addr) == {"hash": remote.agent_hash(),
-                                                                   "python": CLIENT_PYTHON, "pid": new_pid}
+    new = _answering(sock)
+    assert new["pid"] != old["pid"] and [p for p, _ in resident_agents(lab, w, "res2")] == [new["pid"]]
+    assert _hello(home, "res2", w.addr) == {"hash": remote.agent_hash(), "python": CLIENT_PYTHON, "pid": new["pid"]}
     assert ssh_cli("down").code == 0
     assert clean(lab, hosts, "res2")
 
 
-def test_a_resident_agent_with_nothing_left_to_watch_leaves_by_itself(lab, tmp_path):
+@lab_only
+def test_two_interpreters_on_one_host_get_one_resident_agent_each(lab, ssh_cli, write_inventory, home,
+                                                                 monkeypatch):
+    monkeypatch.setenv("CLUSTERCTL_HOME", str(home))
+    s, w = lab.hosts[:2]
+    inv = write_inventory([w.addr], name="res3", extra_worker=f"  - host: {s.addr}\n    nthreads: 1\n"
+                                                                f"    memory_limit: 1GiB\n    python: {OTHER_PYTHON}")
+    assert (r := ssh_cli("up", inv)).code == 0, r.out + r.err
+    root = _state(home, "res3")["roots"][s.addr]
+    pids = {py: _answering(remote.agent_socket(root, s.addr, py))["pid"] for py in (CLIENT_PYTHON, OTHER_PYTHON)}
+    assert len(set(pids.values())) == 2 and sorted(p for p, _ in resident_agents(lab, s, "res3")) == sorted(pids.values())
+    for py, pid in pids.items():
+        assert _hello(home, "res3", s.addr, py) == {"hash": remote.agent_hash(), "python": py, "pid": pid}
+    assert (st := ssh_cli("status", "--json")).code == 0 and st.json["healthy"], st.out
+    assert ssh_cli("down").code == 0
+    assert clean(lab, [s, w], "res3")
+
+
+@lab_only
+def test_a_resident_agent_with_nothing_left_to_watch_leaves_by_itself(lab, request):
     h = lab.hosts[4]
-    root = f"{tmp_path}/idle/"
-    os.makedirs(root, mode=0o700)
-    (Path(root) / remote.AGENT_FILE).write_text(remote._agent_source().decode())
-    sock = f"{root}.agent-{h.addr}.sock"
-    started = lab.ssh(h, f"cd {root} && (CLUSTERCTL_PROCESS={root}.agent-{h.addr} setsid {CLIENT_PYTHON}"
-                         f" {root}{remote.AGENT_FILE} listen {sock} {root} {CLIENT_PYTHON} 1 </dev/null >/dev/null 2>&1 &)")
-    assert started.returncode == 0, started.stderr
-    deadline = time.monotonic() + 10
-    while not os.path.exists(sock) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert os.path.exists(sock) and len(resident_agents(lab, h)) >= 1
+    root = tempfile.mkdtemp(prefix="cctl-idle-") + "/"  # short: a socket path must fit in 100 bytes
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
+    source = Path(root) / remote.AGENT_FILE
+    source.write_text(remote._agent_source().decode())
+    sock = remote.agent_socket(root, h.addr, CLIENT_PYTHON)
+    _start_agent(lab, h, source, sock, root, idle="1")
+    assert _answering(sock)["python"] == CLIENT_PYTHON
     deadline = time.monotonic() + 15
     while any(root in args for _, args in resident_agents(lab, h)) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -40,10 +40,8 @@ class Pool:
 
         async def one(host: Host) -> None:
             transport = make(host, self.known_hosts)
-            if host.connection != "local" and host.id in self.roots:
-                from clusterctl import remote  # remote imports this package's base
-
-                transport.agent_socket = remote.agent_socket(self.roots[host.id], host.id)
+            if host.connection != "local":
+                transport.agent_root = self.roots.get(host.id)
             try:
                 await transport.connect()
             except ConnectError as exc:

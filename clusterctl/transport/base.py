@@ -41,8 +41,8 @@ class Transport(abc.ABC):
 
     def __init__(self, host: Host):
         self.host = host
-        self.agents: dict[str, Any] = {}  # interpreter -> the agent session kept open (see remote.py)
-        self.agent_socket: str | None = None  # where the cluster's resident agent would listen
+        self.agents: dict[Any, Any] = {}  # interpreter -> the agent session kept open (see remote.py)
+        self.agent_root: str | None = None  # the cluster's folder, where its resident agent would listen
 
     @abc.abstractmethod
     async def connect(self) -> None: ...
