@@ -411,7 +411,8 @@ def op_doctor(req):
 # hash and interpreter: a client of another version uses a fresh agent instead), and leaves when
 # a ``stop`` with ``leave`` leaves nothing of the cluster on the host (or on SIGTERM), or when
 # nothing of the cluster has run there for IDLE_EXIT seconds. It carries the marker
-# (``<root>.agent-<host>``), so a sweep of the cluster's folder by any agent stops it too.
+# (``<root>.agent-<host>-<interpreter hash>``), so a sweep of the cluster's folder by any agent
+# stops it too. It starts no process: ``start`` always goes to an agent of the command's login.
 
 _RESIDENT = {}  # in the resident agent: its root, socket, hash, python
 IDLE_EXIT = 60.0
@@ -524,7 +525,6 @@ def listen(path, root, python, idle=IDLE_EXIT):
     import threading
 
     idle = float(idle)
-
     _RESIDENT.update(socket=path, root=root, python=python, hash=_source_hash(os.path.abspath(__file__)))
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -535,7 +535,7 @@ def listen(path, root, python, idle=IDLE_EXIT):
     try:
         server.bind(path)
     finally:
-        os.umask(umask)  # the processes this agent starts get the login's umask, as from any agent
+        os.umask(umask)
     os.chmod(path, 0o600)
     _RESIDENT["inode"] = os.stat(path).st_ino
     signal.signal(signal.SIGTERM, lambda *_: _leave())
