@@ -281,7 +281,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
         detached, current.detached = current.detached, []
         new_certs = (previous is not None and previous.tls is not None and client_tls is not None
                      and previous.tls.get("fingerprint") != client_tls["fingerprint"])
-        async with Pool(states.home() / "known_hosts", current.roots) as pool:
+        async with Pool(states.home() / "known_hosts", current.roots, residents=previous is not None) as pool:
             hosts = {h.key: h for h in inv.hosts()}
             for r in recorded:
                 hosts.setdefault(current.host(r.host).key, current.host(r.host))

@@ -25,10 +25,13 @@ def make(host: Host, known_hosts: Path) -> Transport:
 class Pool:
     """Open sessions to hosts; a host that cannot be reached is kept as its ``ConnectError``."""
 
-    def __init__(self, known_hosts: Path, roots: Mapping[str, str] | None = None):
-        """``roots``: host id -> the cluster's folder there, where its resident agent may listen."""
+    def __init__(self, known_hosts: Path, roots: Mapping[str, str] | None = None, residents: bool = True):
+        """``roots``: host id -> the cluster's folder there, where its resident agent may listen;
+        ``residents``: whether one may already listen there (not for a cluster that is not up yet:
+        asking would cost each host a round trip before its agent starts)."""
         self.known_hosts = known_hosts
         self.roots = roots or {}
+        self.residents = residents
         self.transports: dict[tuple, Transport] = {}
         self.failures: dict[tuple, ConnectError] = {}
         self._warming: list[asyncio.Future] = []
@@ -42,6 +45,7 @@ class Pool:
             transport = make(host, self.known_hosts)
             if host.connection != "local":
                 transport.agent_root = self.roots.get(host.id)
+                transport.resident = self.residents
             try:
                 await transport.connect()
             except ConnectError as exc:
