@@ -122,7 +122,7 @@ async def warm(transport: Transport, python: str) -> None:
 
 
 async def _open(transport: Transport, session: _Session, python: str, fresh: bool = False) -> None:
-    sock = _socket(transport, python) if transport.resident and not fresh else None
+    sock = _socket(transport, python) if transport.try_resident and not fresh else None
     if sock is not None:
         session.pipe = await _resident(transport, sock, python)
         if session.pipe is not None:

@@ -45,7 +45,7 @@ class Pool:
             transport = make(host, self.known_hosts)
             if host.connection != "local":
                 transport.agent_root = self.roots.get(host.id)
-                transport.resident = self.residents
+                transport.try_resident = self.residents
             try:
                 await transport.connect()
             except ConnectError as exc:

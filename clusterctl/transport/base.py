@@ -43,7 +43,7 @@ class Transport(abc.ABC):
         self.host = host
         self.agents: dict[Any, Any] = {}  # interpreter -> the agent session kept open (see remote.py)
         self.agent_root: str | None = None  # the cluster's folder, where its resident agent would listen
-        self.resident = False  # whether to ask for it there before starting an agent
+        self.try_resident = False  # whether to ask for it there before starting an agent
 
     @abc.abstractmethod
     async def connect(self) -> None: ...

@@ -174,41 +174,9 @@ class SSHTransport(Transport):
             self._conn = None
 
 
-class _SSHPipe(Pipe):
-    def __init__(self, process: asyncssh.SSHClientProcess, release: Callable[[], None]):
-        self._process = process
-        self._release: Callable[[], None] | None = release
-
-    async def send(self, data: bytes) -> None:
-        try:
-            self._process.stdin.write(data)
-            await self._process.stdin.drain()
-        except (OSError, asyncssh.Error):
-            pass
-
-    async def readline(self) -> bytes:
-        try:
-            return await self._process.stdout.readline()
-        except (OSError, asyncssh.Error):
-            return b""
-
-    async def end(self, timeout: float) -> tuple[int, str]:
-        err = b""
-        try:
-            self._process.stdin.write_eof()
-            _, err = await asyncio.wait_for(self._process.communicate(), timeout)
-        except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError):
-            self._process.close()
-        finally:
-            if self._release is not None:
-                self._release()
-                self._release = None
-        status = self._process.exit_status
-        return (255 if status is None else status), bytes(err or b"").decode(errors="replace")
-
-
 class _StreamPipe(Pipe):
-    """A connection to the resident agent: ``end`` closes it and waits for the agent's side to close."""
+    """Lines over an SSH channel's streams. As such, a connection to the resident agent: ``end``
+    closes it and waits for the agent's side to close."""
 
     resident = True
 
@@ -239,3 +207,29 @@ class _StreamPipe(Pipe):
         finally:
             self._writer.close()
         return 0, ""
+
+
+class _SSHPipe(_StreamPipe):
+    """The agent as a process of an SSH session (its stdin and stdout)."""
+
+    resident = False
+
+    def __init__(self, process: asyncssh.SSHClientProcess, release: Callable[[], None]):
+        super().__init__(process.stdout, process.stdin)
+        self._process = process
+        self._release: Callable[[], None] | None = release
+
+    async def end(self, timeout: float) -> tuple[int, str]:
+        err = b""
+        try:
+            self._process.stdin.write_eof()
+            _, err = await asyncio.wait_for(self._process.communicate(), timeout)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError):
+            self._process.close()
+        finally:
+            if self._release is not None:
+                self._release()
+                self._release = None
+        status = self._process.exit_status
+        return (255 if status is None else status), bytes(err or b"").decode(errors="replace")
+
