@@ -226,7 +226,9 @@ def op_start(req):
         said = "; ".join(failed.values())
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
     if req.get("resident"):
-        _start_resident(req["resident"])  # best effort: without it, commands start an agent as before
+        # Started when this session ends (see serve): its interpreter's start-up does not compete
+        # with the processes' imports for the CPU.
+        _AFTER[req["resident"]["socket"]] = req["resident"]
     started = {}
     for proc in req["procs"]:
         for path in proc.get("clear", []):  # e.g. a scheduler file of the scheduler being replaced
@@ -404,7 +406,8 @@ def op_doctor(req):
     return out
 
 
-# The resident agent: started by ``start`` on an SSH host next to the cluster's processes, it
+# The resident agent: asked for by ``start`` on an SSH host, started when that session ends if the
+# cluster runs there (its start-up then does not slow the processes' own), it
 # listens on a Unix socket in the cluster's folder, which clusterctl reaches through its SSH
 # connection (a direct-streamlocal channel: no login shell, no python start). Later commands ask
 # it instead of starting an agent. It answers the same requests, plus ``hello`` (its source's
@@ -415,6 +418,7 @@ def op_doctor(req):
 # stops it too. It starts no process: ``start`` always goes to an agent of the command's login.
 
 _RESIDENT = {}  # in the resident agent: its root, socket, hash, python
+_AFTER = {}  # socket -> the resident agent a start asked for, started when the session ends
 IDLE_EXIT = 60.0
 AGENT_TAG = ".agent-"
 
@@ -452,11 +456,14 @@ def _ask(path, request, timeout=2.0):
 
 
 def _start_resident(req):
-    """Start the resident agent (its source in ``req["text"]``) unless one of this version answers
-    already; one of another version is replaced. Never fails the start it comes with."""
+    """Start the resident agent (its source in ``req["text"]``) if something of the cluster runs
+    here (a rollback may have stopped it since) and no agent of this version answers already; one
+    of another version is replaced. Best effort: without it, commands start an agent as before."""
     import subprocess
 
     try:
+        if all(_is_agent(value) for value in _cluster(req["root"]).values()):
+            return
         hello = _ask(req["socket"], {"op": "hello"})
         if hello and hello.get("hash") == req["hash"] and hello.get("python") == req["python"]:
             return
@@ -485,7 +492,8 @@ OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_st
 
 def serve(stdin=None, out=None):
     """Answer requests, one JSON line each way, until stdin closes (or, in the resident agent, until
-    a request leaves it nothing to do: then it exits)."""
+    a request leaves it nothing to do: then it exits); then start the resident agent a ``start``
+    asked for."""
     stdin = stdin or sys.stdin.buffer
     out = out or sys.stdout.buffer
     for line in iter(stdin.readline, b""):
@@ -499,6 +507,8 @@ def serve(stdin=None, out=None):
         ok = answer.get("ok")
         if _RESIDENT and isinstance(ok, dict) and ok.get("exited"):
             _leave()
+    for resident in _AFTER.values():
+        _start_resident(resident)
 
 
 def _leave():
