@@ -27,7 +27,6 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-import dask  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sentiment  # noqa: E402
@@ -45,6 +44,7 @@ def make_model(alpha: float, seed: int):
     model.stage_seconds_ = {"load": 0.0, "vectorize": 0.0, "fit": 0.0}
     model.rows_ = 0
     model.fit_workers_ = []
+    model.vectorize_workers_ = {}  # worker -> partitions it loaded and hashed
     return model
 
 
@@ -58,9 +58,9 @@ def _here() -> str:
         return "local"
 
 
-def vectorize_part(gate, loader, args, hasher, test_size: float, seed: int, side: str):
+def vectorize_part(loader, args, hasher, test_size: float, seed: int, side: str):
     """(X, y, seconds) of one side ("train" or "test") of one partition, loaded here and now:
-    hashed, sublinear tf, l2 rows. ``gate`` only orders the task (see run)."""
+    hashed, sublinear tf, l2 rows."""
     t0 = time.perf_counter()
     part = loader(*args)
     t1 = time.perf_counter()
@@ -69,7 +69,7 @@ def vectorize_part(gate, loader, args, hasher, test_size: float, seed: int, side
     X = features._tfidf_block(features._hash_block(rows["text"].to_numpy(object), hasher),
                               None, sublinear_tf=True, norm="l2")  # fmt: skip
     return X, rows["label"].to_numpy(np.int64), {"load": t1 - t0, "vectorize": time.perf_counter() - t1,
-                                                  "rows": len(part)}
+                                                  "rows": len(part), "worker": _here()}
 
 
 def fit_part(model, Xy):
@@ -81,19 +81,15 @@ def fit_part(model, Xy):
     model.stage_seconds_["load"] += seconds["load"]
     model.stage_seconds_["vectorize"] += seconds["vectorize"]
     model.rows_ += seconds["rows"]
+    model.vectorize_workers_[seconds["worker"]] = model.vectorize_workers_.get(seconds["worker"], 0) + 1
     here = _here()
     if here not in model.fit_workers_:
         model.fit_workers_.append(here)
     return model
 
 
-def done(model) -> int:
-    """A tiny task that finishes when ``model`` exists: what a later partition's load waits for."""
-    return 0
-
-
 def score_part(model, loader, args, hasher, test_size: float, seed: int):
-    X, y, seconds = vectorize_part(None, loader, args, hasher, test_size, seed, "test")
+    X, y, seconds = vectorize_part(loader, args, hasher, test_size, seed, "test")
     t0 = time.perf_counter()
     proba = model.predict_proba(X)[:, 1] if X.shape[0] else np.empty(0)
     return y, proba, {**seconds, "score": time.perf_counter() - t0}
@@ -183,6 +179,8 @@ def run(
     seed: int = 0,
     npartitions: int = 8,
 ) -> dict:
+    from distributed import as_completed, wait
+
     p = dict(locals())
     del p["client"]
     validate(p)
@@ -192,26 +190,30 @@ def run(
     t0 = time.perf_counter()
     parts, info = sources(client, data, seed, npartitions)
     # Pass 1: partitions loaded and hashed in parallel, partial_fit calls chained in partition order.
-    # Partition i is not loaded before the fit of partition i - window is done: at most `window`
+    # Partition i is submitted only once the fit of partition i - window is done: at most `window`
     # partitions wait in memory, however many there are (Dask alone would load them all ahead).
+    # The gate is kept here, not in the graph: a load that depended on a fit would be placed on the
+    # fit's worker (Dask runs a task where its inputs are), and one worker would hash everything.
     # The fit chain stays on one worker: the model (n_features coefficients, 8 MB at 2**20) is then
     # never copied from worker to worker between two partial_fit calls; loading and hashing, which
-    # are most of the work, run on every worker.
+    # are most of the work, run wherever a thread is free.
     fitter = sorted(client.nthreads())[0]
-    with dask.annotate(workers=[fitter], allow_other_workers=False):
-        models = [dask.delayed(make_model)(alpha, seed)]
+    model = client.submit(make_model, alpha, seed, workers=[fitter], allow_other_workers=False, pure=False)
+    fits = as_completed()
     for i, (loader, args) in enumerate(parts):
-        gate = dask.delayed(done)(models[i - window + 1]) if i >= window else None
-        Xy = dask.delayed(vectorize_part)(gate, loader, args, hasher, test_size, seed, "train")
-        with dask.annotate(workers=[fitter], allow_other_workers=False):
-            models.append(dask.delayed(fit_part)(models[-1], Xy))
-    model = client.compute(models[-1], sync=True)
+        if i >= window:
+            next(fits)  # the oldest fit in flight is done (they finish in order)
+        Xy = client.submit(vectorize_part, loader, args, hasher, test_size, seed, "train", pure=False)
+        model = client.submit(fit_part, model, Xy, workers=[fitter], allow_other_workers=False, pure=False)
+        fits.add(model)
+    wait(model)
     t_train = time.perf_counter() - t0
+    model = model.result()
     # Pass 2: the held-out rows of every partition, loaded again and scored by the trained model.
     t1 = time.perf_counter()
     fitted = client.scatter(model, broadcast=True)  # one copy per worker, not one per task
-    scored = client.compute([dask.delayed(score_part)(fitted, loader, args, hasher, test_size, seed)
-                             for loader, args in parts], sync=True)  # fmt: skip
+    scored = client.gather([client.submit(score_part, fitted, loader, args, hasher, test_size, seed, pure=False)
+                            for loader, args in parts])  # fmt: skip
     t_score = time.perf_counter() - t1
     peaks = client.run(read_sampler)
     y_true = np.concatenate([y for y, _, _ in scored])
@@ -229,6 +231,7 @@ def run(
         "n_workers": len(client.nthreads()),
         "threads": sum(client.nthreads().values()),
         "fit_workers": model.fit_workers_,
+        "vectorize_workers": model.vectorize_workers_,
         "rows_per_s": round(model.rows_ / t_train, 1),
         "seconds": {"train_pass": round(t_train, 3), "score_pass": round(t_score, 3)},
         "task_seconds": stages,

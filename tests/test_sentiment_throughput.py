@@ -35,6 +35,10 @@ def test_cluster_and_single_node_fit_the_same_model(fake_corpus, data):
     assert {"train_load", "train_vectorize", "train_fit", "score_load", "score_vectorize", "score_score"} == set(
         got["task_seconds"])
     assert got["fit_workers"] == [fitter]  # the partial_fit chain never left its worker
+    # ... but both workers loaded and hashed partitions, about half each (a load that waited for a
+    # fit in the graph would run on the fit's worker: all but the first 2 x threads, 7 of 9 there)
+    assert sum(got["vectorize_workers"].values()) == 9 and len(got["vectorize_workers"]) == 2
+    assert min(got["vectorize_workers"].values()) >= 3
     assert len(got["worker_peak_rss"]) == 2 and all(v > 10 * 2**20 for v in got["worker_peak_rss"].values())
 
 
