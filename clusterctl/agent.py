@@ -417,7 +417,7 @@ def op_doctor(req):
 # (``<root>.agent-<host>-<interpreter hash>``), so a sweep of the cluster's folder by any agent
 # stops it too. It starts no process: ``start`` always goes to an agent of the command's login.
 
-_RESIDENT = {}  # in the resident agent: its root, socket, hash, python
+_RESIDENT = {}  # in the resident agent: its root, socket, hash, python, interpreter file
 _AFTER = {}  # socket -> the resident agent a start asked for, started when the session ends
 IDLE_EXIT = 60.0
 AGENT_TAG = ".agent-"
@@ -482,8 +482,23 @@ def _start_resident(req):
         pass
 
 
+def _interpreter():
+    """The file this interpreter was started from, as (path, inode, mtime): another python put at
+    the same path (a venv made again, an upgrade) gives another."""
+    try:
+        path = os.path.realpath(sys.executable)
+        st = os.stat(path)
+        return [path, st.st_ino, st.st_mtime_ns]
+    except OSError:
+        return None
+
+
 def op_hello(req):
-    return {"hash": _RESIDENT.get("hash"), "python": _RESIDENT.get("python"), "pid": os.getpid()}
+    # An agent whose interpreter was replaced since it started no longer claims to be the
+    # inventory's: it would report the old python's version. The caller starts a fresh agent, and
+    # the next start replaces this one.
+    same = _RESIDENT.get("interpreter") == _interpreter()
+    return {"hash": _RESIDENT.get("hash"), "python": _RESIDENT.get("python") if same else None, "pid": os.getpid()}
 
 
 OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail,
@@ -535,7 +550,8 @@ def listen(path, root, python, idle=IDLE_EXIT):
     import threading
 
     idle = float(idle)
-    _RESIDENT.update(socket=path, root=root, python=python, hash=_source_hash(os.path.abspath(__file__)))
+    _RESIDENT.update(socket=path, root=root, python=python, hash=_source_hash(os.path.abspath(__file__)),
+                     interpreter=_interpreter())
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         os.remove(path)  # a socket left by an agent that died: nobody answers on it

@@ -174,3 +174,35 @@ def test_a_resident_agent_with_nothing_left_to_watch_leaves_by_itself(lab, reque
         time.sleep(0.2)
     assert not any(root in args for _, args in resident_agents(lab, h))
     assert not os.path.exists(sock)
+
+
+def test_a_resident_agent_whose_interpreter_was_replaced_no_longer_claims_it(tmp_path):
+    """A venv made again, or another python installed at the inventory's path, while the cluster
+    runs: the agent would report the old interpreter's version, so it stops saying it is that
+    python (commands then start a fresh agent; the next start replaces it). Run on this machine: the
+    agent is the same program on any host."""
+    import subprocess
+    import sys
+
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.symlink_to(os.path.realpath(sys.executable))
+    root = tempfile.mkdtemp(prefix="cctl-exe-") + "/"  # short: a socket path must fit in 100 bytes
+    try:
+        source = Path(root) / remote.AGENT_FILE
+        source.write_text(remote._agent_source().decode())
+        sock = remote.agent_socket(root, "here", str(python))
+        proc = subprocess.Popen([str(python), str(source), "listen", sock, root, str(python), "30"],
+                                stdin=subprocess.DEVNULL)
+        try:
+            first = _answering(sock)
+            assert first == {"hash": remote.agent_hash(), "python": str(python), "pid": proc.pid}
+            python.unlink()
+            python.symlink_to(source)  # any other file will do: the running agent only looks at it
+            assert _answering(sock) == {**first, "python": None}
+        finally:
+            proc.terminate()
+            assert proc.wait(10) == 0  # its SIGTERM handler: socket removed, exit 0
+        assert not os.path.exists(sock)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
