@@ -10,13 +10,15 @@ tests/lab.py), then alternates, --repeat times:
   - SSHCluster: a fresh interpreter running the constructor plus `client.wait_for_workers(N)`
     (timed from its start, as `clusterctl up` is), then `close()`;
 with the same interpreter, one thread per worker and a nanny in both (each with its default start
-method: SSHCluster's nanny spawns its worker, clusterctl's forks it). Prints a table of medians and
-writes bench/results/<name>.json. Needs root (the lab).
+method: SSHCluster's nanny spawns its worker, clusterctl's forks it). Each bring-up's CPU seconds
+(the whole machine's, from /proc/stat: the lab's hosts share its cores) are reported with it.
+Prints a table of medians and writes bench/results/<name>.json. Needs root (the lab).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -45,13 +47,23 @@ def inventory(lab: Lab, workdir: Path, n: int, tls: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(argv: list[str], env: dict) -> float:
-    start = time.perf_counter()
+def busy() -> float:
+    """CPU seconds the whole machine has spent (all cores, every process: the lab's hosts share
+    them), from /proc/stat. Differences, on a quiet machine, are what a bring-up costs. The
+    SSHCluster script below reads it too."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def timed(argv: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, CPU seconds of the whole machine) of a command."""
+    cpu, start = busy(), time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, busy() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path) -> dict[str, float]:
@@ -59,15 +71,16 @@ def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path) -> dict[str, float]:
     inv.write_text(inventory(lab, tmp / "work", n, tls))
     env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home")}
     cli = [PYTHON, "-m", "clusterctl"]
-    up = timed(cli + ["up", str(inv)], env)
-    noop = timed(cli + ["up", str(inv)], env)
-    down = timed(cli + ["down"], env)
-    return {"up": up, "noop_up": noop, "down": down}
+    up, up_cpu = timed(cli + ["up", str(inv)], env)
+    noop, _ = timed(cli + ["up", str(inv)], env)
+    down, _ = timed(cli + ["down"], env)
+    return {"up": up, "up_cpu": up_cpu, "noop_up": noop, "down": down}
 
 
 # SSHCluster as its users run it: a fresh interpreter, from its start until every worker is registered.
 SSHCLUSTER = """
-import json, sys, time
+import json, os, sys, time
+""" + inspect.getsource(busy) + """
 from distributed import Client
 from distributed.deploy.ssh import SSHCluster
 
@@ -77,23 +90,23 @@ cluster = SSHCluster(hosts, connect_options=connect, remote_python=sys.executabl
                      worker_options={"nthreads": 1}, scheduler_options={"port": 8786, "dashboard_address": ":8787"})
 client = Client(cluster)
 client.wait_for_workers(len(hosts) - 1)
-ready = time.time()
+ready, ready_cpu = time.time(), busy()
 start = time.perf_counter()
 client.close()
 cluster.close()
-print(json.dumps({"ready": ready, "down": time.perf_counter() - start}))
+print(json.dumps({"ready": ready, "ready_cpu": ready_cpu, "down": time.perf_counter() - start}))
 """
 
 
 def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
     hosts = ",".join(h.addr for h in lab.hosts[: n + 1])
-    launched = time.time()
+    launched, cpu = time.time(), busy()
     proc = subprocess.run([PYTHON, "-c", SSHCLUSTER, hosts, str(lab.key)], capture_output=True, text=True,
                           timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"SSHCluster exited {proc.returncode}: {proc.stderr[-2000:]}")
     said = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"up": said["ready"] - launched, "down": said["down"]}
+    return {"up": said["ready"] - launched, "up_cpu": said["ready_cpu"] - cpu, "down": said["down"]}
 
 
 def leftovers(lab: Lab) -> int:
@@ -137,6 +150,7 @@ def main() -> int:
                 for key in rs[0]:
                     row[f"{system}_{key}"] = statistics.median(r.get(key, 0) for r in rs)
             row["ratio_up"] = row["clusterctl_up"] / row["sshcluster_up"]
+            row["ratio_up_cpu"] = row["clusterctl_up_cpu"] / row["sshcluster_up_cpu"]
             results.append(row)
     print_table(results)
     out = ROOT / "bench" / "results" / f"{args.name}.json"
@@ -154,7 +168,8 @@ def machine() -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "clusterctl_tls_up", "clusterctl_noop_up",
+    cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "sshcluster_up_cpu", "clusterctl_up_cpu",
+            "ratio_up_cpu", "clusterctl_tls_up", "clusterctl_noop_up",
             "sshcluster_down", "clusterctl_down", "clusterctl_tls_down", "sshcluster_leftover_processes",
             "clusterctl_leftover_processes"]
     print("| " + " | ".join(cols) + " |")
