@@ -470,6 +470,7 @@ def _start_resident(req):
         if hello and hello.get("pid"):  # another version: it leaves (its socket first), this one takes over
             _signal([hello["pid"]], signal.SIGTERM)
             _wait_gone(lambda: os.path.exists("/proc/%d" % hello["pid"]), 2)
+            _signal([hello["pid"]], signal.SIGKILL)  # one that did not (hung, or deaf to SIGTERM) is not left
         _write(req["file"], req["text"], 0o600)
         base = req["socket"][:-len(".sock")]
         with open(base + ".log", "ab") as log:

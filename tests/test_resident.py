@@ -51,13 +51,14 @@ def _hello(home: Path, cluster: str, host_id: str, python: str = CLIENT_PYTHON) 
     return asyncio.run(ask())
 
 
-def _answering(sock: str, timeout: float = 10) -> dict:
+def _answering(sock: str, timeout: float = 10, other_than: int | None = None) -> dict:
     """The hello of the agent listening on ``sock`` (the lab shares this machine's filesystem and
-    kernel, so its sockets are reachable from here), once it answers."""
+    kernel, so its sockets are reachable from here), once one answers (not the one ``other_than``)."""
     deadline = time.monotonic() + timeout
-    while (hello := agent._ask(sock, {"op": "hello"})) is None and time.monotonic() < deadline:
+    while ((hello := agent._ask(sock, {"op": "hello"})) is None or hello["pid"] == other_than) \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert hello is not None, f"nothing answers on {sock}"
+    assert hello is not None and hello["pid"] != other_than, f"no other agent answers on {sock}: {hello}"
     return hello
 
 
@@ -121,21 +122,22 @@ def test_a_dead_or_other_version_resident_agent_is_not_used_and_the_next_start_r
     assert os.path.exists(sock) and _hello(home, "res2", w.addr)["hash"] is None
     assert (st := ssh_cli("status", "--json")).code == 0 and st.json["healthy"], st.out
 
-    # An agent of another clusterctl version listens there now.
+    # An agent of another clusterctl version listens there now, one that does not even leave on SIGTERM.
     other = tmp_path / remote.AGENT_FILE
-    other.write_text(remote._agent_source().decode() + "\n# another version\n")
+    deaf = remote._agent_source().decode().replace("signal.signal(signal.SIGTERM, lambda *_: _leave())",
+                                                   "signal.signal(signal.SIGTERM, signal.SIG_IGN)")
+    assert "SIG_IGN" in deaf
+    other.write_text(deaf + "\n# another version\n")
     _start_agent(lab, w, other, sock, root)
-    deadline = time.monotonic() + 10
-    while (agent._ask(sock, {"op": "hello"}) or {}).get("pid") in (None, pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    old = _answering(sock)
-    assert old["hash"] != remote.agent_hash() and old["pid"] != pid
+    old = _answering(sock, other_than=pid)
+    assert old["hash"] != remote.agent_hash()
     assert _hello(home, "res2", w.addr)["hash"] is None  # not used
-    # A worker restarted by up: its host's start replaces the agent with this version's.
+    # A worker restarted by up: its host's start replaces the agent with this version's (as its
+    # session ends: the old one gets 2 s to leave, then SIGKILL).
     _kill_worker(lab, ssh_cli, w)
     assert (r := ssh_cli("up", inv)).code == 0, r.out + r.err
-    new = _answering(sock)
-    assert new["pid"] != old["pid"] and [p for p, _ in resident_agents(lab, w, "res2")] == [new["pid"]]
+    new = _answering(sock, other_than=old["pid"])
+    assert [p for p, _ in resident_agents(lab, w, "res2")] == [new["pid"]]
     assert _hello(home, "res2", w.addr) == {"hash": remote.agent_hash(), "python": CLIENT_PYTHON, "pid": new["pid"]}
     assert ssh_cli("down").code == 0
     assert clean(lab, hosts, "res2")
