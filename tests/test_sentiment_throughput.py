@@ -2,6 +2,7 @@
 the cluster's chain of partial_fit calls over the same partitions must give the same model."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,19 @@ sys.path.insert(0, str(JOBS))
 import sentiment_throughput as throughput  # noqa: E402
 from test_sentiment_job import fake_corpus  # noqa: E402,F401 - the same 180-row fake corpus, as a fixture
 
+_VECTORIZE = throughput.vectorize_part
+
+
+def _slow_vectorize(*args):
+    """The job's load-and-hash step, 50 ms longer: the fake corpus's partitions take ~1 ms, too
+    short for the scheduler's placement by load to show."""
+    time.sleep(0.05)
+    return _VECTORIZE(*args)
+
 
 @pytest.mark.parametrize("data", ["reviews", "synthetic:9000"])
-def test_cluster_and_single_node_fit_the_same_model(fake_corpus, data):
+def test_cluster_and_single_node_fit_the_same_model(fake_corpus, data, monkeypatch):
+    monkeypatch.setattr(throughput, "vectorize_part", _slow_vectorize)
     params = {"data": data, "n_features": 2**12, "npartitions": 9, "seed": 3}  # > 2 x threads: gated loads
     with LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
