@@ -433,11 +433,11 @@ def _cluster(root):
     return {pid: value for pid, value in _markers().items() if pid != me and value.startswith(root)}
 
 
-def _source_hash(path):
+def _digest(source):
+    """The version of the agent's source, as ``hello`` says it (remote.agent_hash)."""
     import hashlib
 
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 def _ask(path, request, timeout=2.0):
@@ -456,22 +456,24 @@ def _ask(path, request, timeout=2.0):
 
 
 def _start_resident(req):
-    """Start the resident agent (its source in ``req["text"]``) if something of the cluster runs
-    here (a rollback may have stopped it since) and no agent of this version answers already; one
-    of another version is replaced. Best effort: without it, commands start an agent as before."""
+    """Start the resident agent, from this agent's own source (SOURCE, see remote.BOOT), if
+    something of the cluster runs here (a rollback may have stopped it since) and no agent of this
+    version answers already; one of another version is replaced. Best effort: without it, commands
+    start an agent as before."""
     import subprocess
 
+    source = globals().get("SOURCE")
     try:
-        if all(_is_agent(value) for value in _cluster(req["root"]).values()):
+        if source is None or all(_is_agent(value) for value in _cluster(req["root"]).values()):
             return
         hello = _ask(req["socket"], {"op": "hello"})
-        if hello and hello.get("hash") == req["hash"] and hello.get("python") == req["python"]:
+        if hello and hello.get("hash") == _digest(source) and hello.get("python") == req["python"]:
             return
         if hello and hello.get("pid"):  # another version: it leaves (its socket first), this one takes over
             _signal([hello["pid"]], signal.SIGTERM)
             _wait_gone(lambda: os.path.exists("/proc/%d" % hello["pid"]), 2)
             _signal([hello["pid"]], signal.SIGKILL)  # one that did not (hung, or deaf to SIGTERM) is not left
-        _write(req["file"], req["text"], 0o600)
+        _write(req["file"], source.decode(), 0o600)
         base = req["socket"][:-len(".sock")]
         with open(base + ".log", "ab") as log:
             env = dict(os.environ)
@@ -551,7 +553,9 @@ def listen(path, root, python, idle=IDLE_EXIT):
     import threading
 
     idle = float(idle)
-    _RESIDENT.update(socket=path, root=root, python=python, hash=_source_hash(os.path.abspath(__file__)),
+    with open(os.path.abspath(__file__), "rb") as f:
+        source = f.read()
+    _RESIDENT.update(socket=path, root=root, python=python, hash=_digest(source),
                      interpreter=_interpreter())
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -29,10 +29,11 @@ AGENT_FILE = "clusterctl_agent.py"  # in the cluster's folder: what the resident
 HELLO_TIMEOUT = 5.0  # seconds a resident agent gets to say who it is
 SOCKET_MAX = 100  # bytes: a Unix socket's path must fit in sun_path (108 on Linux, 104 elsewhere)
 
-# Reads the agent's source (its length on the first line) from stdin and runs it; the agent then
-# answers one request per line on the same stdin until it closes.
-BOOT = ("import sys;b=sys.stdin.buffer;exec(compile(b.read(int(b.readline())),'clusterctl-agent','exec'),"
-        "{'__name__':'__clusterctl_agent__'})")
+# Reads the agent's source (its length on the first line) from stdin and runs it, the source kept as
+# SOURCE (what a resident agent is started from); the agent then answers one request per line on
+# the same stdin until it closes.
+BOOT = ("import sys;b=sys.stdin.buffer;s=b.read(int(b.readline()));exec(compile(s,'clusterctl-agent','exec'),"
+        "{'__name__':'__clusterctl_agent__','SOURCE':s})")
 
 
 @lru_cache(maxsize=1)
@@ -60,14 +61,15 @@ def _socket(transport: Transport, python: str) -> str | None:
 
 
 def resident_start(transport: Transport, python: str) -> dict | None:
-    """The part of a ``start`` request that leaves the resident agent on the host (with the file it
-    runs from), or None where none is used (local hosts, a path too long)."""
+    """The part of a ``start`` request that leaves the resident agent on the host (the file it runs
+    from, written from the agent's own source), or None where none is used (local hosts, a path too
+    long)."""
     sock = _socket(transport, python)
     if sock is None:
         return None
     assert transport.agent_root is not None
-    return {"file": posixpath.join(transport.agent_root, AGENT_FILE), "text": _agent_source().decode(),
-            "socket": sock, "root": transport.agent_root, "python": python, "hash": agent_hash()}
+    return {"file": posixpath.join(transport.agent_root, AGENT_FILE), "socket": sock, "root": transport.agent_root,
+            "python": python}
 
 
 class _Session:

@@ -41,7 +41,7 @@ class Transport(abc.ABC):
 
     def __init__(self, host: Host):
         self.host = host
-        self.agents: dict[Any, Any] = {}  # interpreter -> the agent session kept open (see remote.py)
+        self.agents: dict[Any, Any] = {}  # interpreter (or (interpreter, "fresh")) -> its agent session (see remote.py)
         self.agent_root: str | None = None  # the cluster's folder, where its resident agent would listen
         self.try_resident = False  # whether to ask for it there before starting an agent
 

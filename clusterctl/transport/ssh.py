@@ -232,4 +232,3 @@ class _SSHPipe(_StreamPipe):
                 self._release = None
         status = self._process.exit_status
         return (255 if status is None else status), bytes(err or b"").decode(errors="replace")
-
