@@ -242,7 +242,8 @@ def op_start(req):
             log.write(("--- clusterctl: starting %s at %s ---\n"
                        % (proc["name"], time.strftime("%Y-%m-%d %H:%M:%S"))).encode())
             log.flush()
-            env = dict(os.environ)
+            env = dict(proc.get("env_default", {}))
+            env.update(os.environ)
             env.update(proc.get("env", {}))
             env[MARKER] = proc["dir"]
             child = subprocess.Popen(proc["argv"], cwd=proc["dir"], env=env, stdin=subprocess.DEVNULL,

@@ -168,6 +168,7 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
         transport = pool.get(host)
         assert transport is not None
         payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env),
+                    "env_default": dict(p.env_default),
                     "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []} for p in group]
         try:
             files = [{"path": dst, "text": _read(src), "mode": 0o600}

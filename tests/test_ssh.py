@@ -308,6 +308,8 @@ def test_submit_runs_on_the_lab_workers(lab, ssh_cli, three, tmp_path):
     answer = result.json
     assert answer["total"] == sum(i * i for i in range(30)) and answer["n_workers"] == 3
     assert answer["worker_hosts"] == sorted(h.addr for h in lab.hosts[1:4])
+    # Forked by their nannies, the workers run one BLAS thread each, as distributed's spawned ones do.
+    assert answer["blas_threads"] and all(n == 1 for _, n in answer["blas_threads"]), answer["blas_threads"]
     assert (tmp_path / "run" / "result.json").exists()
 
 
