@@ -157,7 +157,8 @@ def _port_free(host, port):
 
 
 def op_probe(req):
-    """Interpreter and package versions, free ports, and which recorded processes still run."""
+    """Interpreter and package versions, free ports, and which recorded processes still run; then
+    holds the processes in ``hold`` (see _hold) that are not still running."""
     import socket
 
     alive = _alive(req.get("check", []))
@@ -166,6 +167,7 @@ def op_probe(req):
     for port in req.get("ports", []):
         free, why = _port_free(req.get("bind", ""), port)
         ports[str(port)] = None if free else why
+    _hold(req.get("hold", []), alive)
     return {
         "python": "%d.%d.%d" % sys.version_info[:3],
         "executable": sys.executable,
@@ -218,9 +220,106 @@ def op_write(req):
     return {"failed": failed}
 
 
-def op_start(req):
+# What a held process runs (``python -c HOLD -m dask <command> ...``, see op_probe): the imports
+# its command would do first (most of its start-up; one that fails is left to the command, which
+# says why in the log), then it waits for one line on stdin. "go"
+# runs the command as ``python -m dask`` would; anything else (end of file: the agent is gone) ends
+# it, having bound no port and written no file.
+HOLD = ("import os,sys,runpy\n"
+        "try:__import__('distributed.cli.dask_'+sys.argv[3])\n"
+        "except Exception:pass\n"
+        "if sys.stdin.readline()!='go\\n':os._exit(0)\n"
+        "f=os.open(os.devnull,os.O_RDONLY);os.dup2(f,0);os.close(f)\n"
+        "sys.argv=sys.argv[2:]\n"
+        "runpy.run_module(sys.argv[0],run_name='__main__',alter_sys=True)")
+_HELD = {}  # process name -> (Popen, its request): held by this session's probe, not started yet
+
+
+def _holdable(argv):
+    return len(argv) > 3 and argv[1:3] == ["-m", "dask"] and argv[3] in ("scheduler", "worker")
+
+
+def _spawn(proc, hold=False):
+    """Start ``proc``; ``hold``: as a held process (see HOLD)."""
     import subprocess
 
+    os.makedirs(proc["dir"], exist_ok=True)
+    log = open(os.path.join(proc["dir"], "log"), "ab")
+    try:
+        if not hold:
+            _header(log, proc)
+        env = dict(proc.get("env_default", {}))
+        env.update(os.environ)
+        env.update(proc.get("env", {}))
+        env[MARKER] = proc["dir"]
+        argv = [proc["argv"][0], "-c", HOLD] + proc["argv"][1:] if hold else proc["argv"]
+        return subprocess.Popen(argv, cwd=proc["dir"], env=env,
+                                stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
+def _header(log, proc):
+    log.write(("--- clusterctl: starting %s at %s ---\n" % (proc["name"], time.strftime("%Y-%m-%d %H:%M:%S"))).encode())
+    log.flush()
+
+
+def _hold(procs, alive):
+    """Start, held, the processes ``up`` will start here if the preflight passes on every host: their
+    imports run while the other hosts are still being checked. Only by the agent a login started
+    for this command (the processes get that login's environment), never the resident one."""
+    if _RESIDENT:
+        return
+    for proc in procs:
+        if proc.get("keep_if_alive") and alive.get(proc["name"], {}).get("alive"):
+            continue
+        if proc["name"] in _HELD or not _holdable(proc["argv"]):
+            continue
+        try:
+            _HELD[proc["name"]] = (_spawn(proc, hold=True), proc)
+        except OSError:
+            pass  # the start will say why
+
+
+def _go(proc):
+    """The held process for ``proc``, told to run; None if there is none (or it is not this one)."""
+    held = _HELD.pop(proc["name"], None)
+    if held is None:
+        return None
+    child, asked = held
+    same = all(asked.get(k) == proc.get(k) for k in ("dir", "argv", "env", "env_default"))
+    try:
+        if same and child.poll() is None:
+            with open(os.path.join(proc["dir"], "log"), "ab") as log:
+                _header(log, proc)
+            child.stdin.write(b"go\n")
+            child.stdin.close()
+            return child
+    except OSError:
+        pass
+    _release([held])
+    return None
+
+
+def _release(held):
+    """End held processes that will not be started."""
+    for child, _ in held:
+        try:
+            child.kill()
+        except OSError:
+            pass
+        child.wait()
+
+
+def op_release(req):
+    """End the held processes (the preflight failed elsewhere): gone when this answers."""
+    held = [_HELD.pop(name) for name in list(_HELD)]
+    _release(held)
+    return {"released": len(held)}
+
+
+def op_start(req):
     failed = op_write({"files": req.get("files", [])})["failed"]  # e.g. TLS certificates
     if failed:
         said = "; ".join(failed.values())
@@ -237,21 +336,11 @@ def op_start(req):
             except OSError:
                 pass
         try:
-            os.makedirs(proc["dir"], exist_ok=True)
-            log = open(os.path.join(proc["dir"], "log"), "ab")
-            log.write(("--- clusterctl: starting %s at %s ---\n"
-                       % (proc["name"], time.strftime("%Y-%m-%d %H:%M:%S"))).encode())
-            log.flush()
-            env = dict(proc.get("env_default", {}))
-            env.update(os.environ)
-            env.update(proc.get("env", {}))
-            env[MARKER] = proc["dir"]
-            child = subprocess.Popen(proc["argv"], cwd=proc["dir"], env=env, stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            log.close()
+            child = _go(proc) or _spawn(proc)
             started[proc["name"]] = {"pid": child.pid}
         except OSError as exc:
             started[proc["name"]] = {"error": "%s: %s" % (exc.strerror or exc, exc.filename or proc["dir"])}
+    _release([_HELD.pop(name) for name in list(_HELD)])
     return {"started": started}
 
 
@@ -506,7 +595,8 @@ def op_hello(req):
 
 
 OPS = {"doctor": op_doctor, "probe": op_probe, "alive": op_alive, "start": op_start, "stop": op_stop, "tail": op_tail,
-       "write": op_write, "hello": op_hello}
+       "write": op_write, "hello": op_hello,
+       "release": op_release}
 
 
 def serve(stdin=None, out=None):
@@ -526,6 +616,7 @@ def serve(stdin=None, out=None):
         ok = answer.get("ok")
         if _RESIDENT and isinstance(ok, dict) and ok.get("exited"):
             _leave()
+    _release([_HELD.pop(name) for name in list(_HELD)])  # the preflight failed, or the command ended
     for resident in _AFTER.values():
         _start_resident(resident)
 

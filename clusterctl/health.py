@@ -53,7 +53,8 @@ class Probe:
 
 
 async def probe(pool: Pool, host: Host, python: str, *, check: list[dict] = (),
-                ports: list[int] = (), timeout: float = PROBE_TIMEOUT) -> Probe:
+                ports: list[int] = (), hold: list[dict] = (), timeout: float = PROBE_TIMEOUT) -> Probe:
+    """``hold``: processes the host's agent starts held (see agent.op_probe) for a start that follows."""
     result = Probe(host=host, python=python)
     transport = pool.get(host)
     if transport is None:
@@ -61,7 +62,7 @@ async def probe(pool: Pool, host: Host, python: str, *, check: list[dict] = (),
         return result
     try:
         raw = await remote.call(transport, python, "probe", timeout=timeout, check=list(check),
-                                ports=list(ports), bind=host.address)
+                                ports=list(ports), bind=host.address, **({"hold": list(hold)} if hold else {}))
     except ClusterctlError as exc:
         result.error = exc
         return result
@@ -153,5 +154,6 @@ async def retire(pool: Pool, host: Host, http_url: str, addresses: list[str], ti
     return why
 
 
-async def gather_probes(pool: Pool, targets: list[tuple[Host, str, list[dict], list[int]]]) -> list[Probe]:
-    return list(await asyncio.gather(*(probe(pool, h, py, check=c, ports=p) for h, py, c, p in targets)))
+async def gather_probes(pool: Pool, targets: list[tuple[Host, str, list[dict], list[int], list[dict]]]) -> list[Probe]:
+    return list(await asyncio.gather(*(probe(pool, h, py, check=c, ports=p, hold=hold)
+                                       for h, py, c, p, hold in targets)))

@@ -167,9 +167,8 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
     async def one(host: Host, group: list[ProcessSpec]) -> dict:
         transport = pool.get(host)
         assert transport is not None
-        payload = [{"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env),
-                    "env_default": dict(p.env_default),
-                    "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []} for p in group]
+        payload = [{**_payload(p), "clear": [p.scheduler_file] if new_scheduler and p.scheduler_file else []}
+                   for p in group]
         try:
             files = [{"path": dst, "text": _read(src), "mode": 0o600}
                      for dst, src in {dst: src for p in group for src, dst in p.files}.items()]
@@ -190,6 +189,11 @@ async def _start(pool: Pool, procs: Sequence[ProcessSpec],
             else:
                 errors[name] = info.get("error", "did not start")
     return pids, errors
+
+
+def _payload(p: ProcessSpec) -> dict:
+    """What the agent needs to start ``p`` (a start request, or a probe's ``hold``)."""
+    return {"name": p.name, "dir": p.dir, "argv": list(p.argv), "env": dict(p.env), "env_default": dict(p.env_default)}
 
 
 async def _publish_scheduler(pool: Pool, cluster: ClusterSpec, workers: Sequence[ProcessSpec]) -> list[str]:
@@ -306,7 +310,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             agents.update({current.host(r.host).key: r.python for r in detached})
             await pool.open(list(hosts.values()), agents)
             say("preflight")
-            result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
+            result, alive, unreachable = await _preflight(pool, inv, cluster, current, client, new_certs)
             _warn(inv, client_tls, result)
             # An empty plan still goes through _apply: its wait returns at once if every worker
             # is registered, and waits for those that are alive but not registered yet.
@@ -357,26 +361,35 @@ async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[Pr
             and set(health.registered(identity)) >= {w.name for w in cluster.workers})
 
 
-def _probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list, dict[str, set[str]]]:
-    """One probe per (host, interpreter): its desired ports and its recorded processes; roles per host."""
-    targets: dict[tuple, tuple[Host, str, list[dict], list[int]]] = {}
+def _probe_targets(cluster: ClusterSpec, current: ClusterState,
+                   replace_all: bool = False) -> tuple[list, dict[str, set[str]]]:
+    """One probe per (host, interpreter): its desired ports, its recorded processes, and the processes
+    it holds (started ahead, waiting: see agent.op_probe) for the start that follows a preflight
+    that passes; roles per host."""
+    targets: dict[tuple, tuple[Host, str, list[dict], list[int], list[dict]]] = {}
     roles: dict[str, set[str]] = {}
+    records = {r.name: r for r in current.processes}
     for p in cluster.processes:
-        targets.setdefault((p.host.key, p.python), (p.host, p.python, [], []))[3].extend(p.ports)
+        target = targets.setdefault((p.host.key, p.python), (p.host, p.python, [], [], []))
+        target[3].extend(p.ports)
+        record = records.get(p.name)
+        # One the plan will keep if it still runs (see plan) is held only if it does not.
+        kept = record is not None and record.argv == list(p.argv) and not replace_all
+        target[4].append({**_payload(p), "keep_if_alive": kept})
         roles.setdefault(p.host.id, set()).add(p.role)
     for host_id, recs in _by_host(current.processes, lambda r: r.host).items():
         host = current.host(host_id)
         key = next((k for k in targets if k[0] == host.key), (host.key, recs[0].python))
-        targets.setdefault(key, (host, recs[0].python, [], []))[2].extend(
+        targets.setdefault(key, (host, recs[0].python, [], [], []))[2].extend(
             {"name": r.name, "dir": r.dir, "pid": r.pid} for r in recs)
         roles.setdefault(host_id, set()).add("recorded")
     return list(targets.values()), roles
 
 
 async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: ClusterState,
-                     client: dict) -> tuple[UpResult, dict[str, bool], set[str]]:
+                     client: dict, replace_all: bool = False) -> tuple[UpResult, dict[str, bool], set[str]]:
     """Probe every host; raise ``PreflightFailed`` if a host that answered is not fit to run Dask."""
-    targets, roles = _probe_targets(cluster, current)
+    targets, roles = _probe_targets(cluster, current, replace_all)
     probes = await health.gather_probes(pool, targets)
 
     alive = {name: info["alive"] for p in probes for name, info in p.alive.items()}
@@ -403,8 +416,10 @@ async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: 
                       client_versions=client, problems=[msg for _, msg in failed])
     if cluster.scheduler.host.id in unreachable:
         result.problems.append(rows[cluster.scheduler.host.id].message)
+        await _release_held(pool, targets, probes)
         raise PreflightFailed("the scheduler host cannot be reached; nothing was started", result)
     if failed:
+        await _release_held(pool, targets, probes)
         raise PreflightFailed(f"preflight failed on {len({h for h, _ in failed})} host(s); nothing was started",
                               result)
     wanted_hosts = {p.host.id for p in cluster.processes}
@@ -418,6 +433,20 @@ async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: 
     if result.problems:
         result.exit_code = PARTIAL
     return result, alive, unreachable
+
+
+async def _release_held(pool: Pool, targets: list, probes: list[health.Probe]) -> None:
+    """End the processes the probes held (see _probe_targets): gone before up says that nothing was
+    started. (An agent that cannot be asked ends them anyway when its session closes.)"""
+    holding = {(t[0].key, t[1]) for t in targets if t[4]}
+
+    async def one(probe: health.Probe) -> None:
+        transport = pool.get(probe.host)
+        if transport is not None:
+            with contextlib.suppress(ClusterctlError):
+                await remote.call(transport, probe.python, "release", timeout=10)
+
+    await asyncio.gather(*(one(p) for p in probes if p.error is None and (p.host.key, p.python) in holding))
 
 
 async def _apply(pool: Pool, cluster: ClusterSpec, current: ClusterState, the_plan: Plan,

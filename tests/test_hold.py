@@ -1,0 +1,128 @@
+"""Processes held by the preflight (clusterctl/agent.py: HOLD): the agent of ``up`` starts them
+during its probe, they import what their command needs and wait; the start lets them run (the
+same process, the same pid), and anything else ends them having bound no port and written nothing.
+Real agents and real interpreters on this machine; the whole flow on SSH hosts is in test_ssh.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from clusterctl import agent, remote
+
+
+class Agent:
+    """An agent as ``up`` starts one on a host: ``python -c BOOT serve``, its source on stdin."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", remote.BOOT, "serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        source = remote._agent_source()
+        self.proc.stdin.write(b"%d\n" % len(source) + source)
+
+    def ask(self, op: str, **request) -> dict:
+        self.proc.stdin.write(json.dumps({"op": op, **request}).encode() + b"\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        assert "ok" in answer, answer
+        return answer["ok"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=20)
+
+
+def _proc(tmp_path: Path, *command: str) -> dict:
+    return {"name": "h1-worker-0", "dir": str(tmp_path / "h1-worker-0"),
+            "argv": [sys.executable, "-m", "dask", *command], "env": {"X_FROM_SPEC": "1"}, "env_default": {}}
+
+
+def _marked(proc: dict) -> list[int]:
+    return [pid for pid, value in agent._markers().items() if value == proc["dir"]]
+
+
+def _wait(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def test_a_held_process_becomes_the_started_one(tmp_path):
+    proc = _proc(tmp_path, "worker", "--help")
+    a = Agent()
+    try:
+        a.ask("probe", check=[], ports=[], hold=[proc])
+        [held] = _wait(lambda: _marked(proc))
+        assert "-m dask worker --help" in agent._cmdline(held)
+        time.sleep(1.0)  # long enough for --help to have printed, had it run
+        assert (Path(proc["dir"]) / "log").read_bytes() == b""  # held: nothing run yet
+        started = a.ask("start", procs=[proc])["started"]
+        assert started == {proc["name"]: {"pid": held}}
+        log = Path(proc["dir"]) / "log"
+        assert _wait(lambda: "--scheduler-file" in log.read_text()), log.read_text()
+        text = log.read_text()
+        assert text.startswith("--- clusterctl: starting h1-worker-0 at ") and "Usage:" in text
+        assert _wait(lambda: not _marked(proc))
+    finally:
+        a.close()
+
+
+def test_a_held_process_ends_when_the_start_does_not_want_it_or_the_session_ends(tmp_path):
+    proc = _proc(tmp_path, "worker", "--scheduler-file", str(tmp_path / "never.json"))
+    a = Agent()
+    try:
+        a.ask("probe", check=[], ports=[], hold=[proc])
+        assert _wait(lambda: _marked(proc))
+        other = {**proc, "env": {"X_FROM_SPEC": "2"}}  # the start asks for another command: not the held one
+        pid = a.ask("start", procs=[other])["started"][proc["name"]]["pid"]
+        assert _wait(lambda: _marked(proc) == [pid])
+        os.kill(pid, signal.SIGKILL)
+        assert _wait(lambda: not _marked(proc))
+        a.ask("probe", check=[], ports=[], hold=[proc])  # held again, then the command ends
+        assert _wait(lambda: _marked(proc))
+    finally:
+        a.close()  # the agent ends its held processes before it exits
+    assert not _marked(proc)
+    assert (Path(proc["dir"]) / "log").read_text().count("--- clusterctl: starting") == 1  # the start's only
+
+
+def test_release_ends_held_processes_and_a_dead_agent_leaves_none(tmp_path):
+    proc = _proc(tmp_path, "worker", "--scheduler-file", str(tmp_path / "never.json"))
+    a = Agent()
+    try:
+        a.ask("probe", check=[], ports=[], hold=[proc])
+        assert _wait(lambda: _marked(proc))
+        assert a.ask("release") == {"released": 1}
+        assert not _marked(proc)  # gone when release answers
+        a.ask("probe", check=[], ports=[], hold=[proc])
+        assert _wait(lambda: _marked(proc))
+        a.proc.kill()  # no agent to end it: the held process sees its stdin close and leaves
+        a.proc.wait(timeout=10)
+        assert _wait(lambda: not _marked(proc), timeout=10)
+        assert (Path(proc["dir"]) / "log").read_bytes() == b""
+    finally:
+        if a.proc.poll() is None:
+            a.close()
+
+
+def test_one_that_still_runs_is_not_held_again(tmp_path):
+    proc = _proc(tmp_path, "worker", "--scheduler-file", str(tmp_path / "never.json"))
+    a = Agent()
+    try:
+        a.ask("start", procs=[proc])
+        [pid] = _wait(lambda: _marked(proc))
+        check = [{"name": proc["name"], "dir": proc["dir"], "pid": pid}]
+        probe = a.ask("probe", check=check, ports=[], hold=[{**proc, "keep_if_alive": True}])
+        assert probe["alive"][proc["name"]]["alive"]
+        time.sleep(0.5)
+        assert _marked(proc) == [pid]
+        a.ask("stop", procs=[proc], grace=5)
+    finally:
+        a.close()
+    assert not _marked(proc)
