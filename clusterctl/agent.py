@@ -272,9 +272,8 @@ def _hold(procs, alive):
     if _RESIDENT:
         return
     for proc in procs:
-        if proc.get("keep_if_alive") and alive.get(proc["name"], {}).get("alive"):
-            continue
-        if proc["name"] in _HELD or not _holdable(proc["argv"]):
+        # Something of it still runs: kept, or stopped before the start (which would end a held one too).
+        if alive.get(proc["name"], {}).get("pids") or proc["name"] in _HELD or not _holdable(proc["argv"]):
             continue
         try:
             _HELD[proc["name"]] = (_spawn(proc, hold=True), proc)

@@ -310,7 +310,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             agents.update({current.host(r.host).key: r.python for r in detached})
             await pool.open(list(hosts.values()), agents)
             say("preflight")
-            result, alive, unreachable = await _preflight(pool, inv, cluster, current, client, new_certs)
+            result, alive, unreachable = await _preflight(pool, inv, cluster, current, client)
             _warn(inv, client_tls, result)
             # An empty plan still goes through _apply: its wait returns at once if every worker
             # is registered, and waits for those that are alive but not registered yet.
@@ -361,21 +361,16 @@ async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[Pr
             and set(health.registered(identity)) >= {w.name for w in cluster.workers})
 
 
-def _probe_targets(cluster: ClusterSpec, current: ClusterState,
-                   replace_all: bool = False) -> tuple[list, dict[str, set[str]]]:
+def _probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list, dict[str, set[str]]]:
     """One probe per (host, interpreter): its desired ports, its recorded processes, and the processes
     it holds (started ahead, waiting: see agent.op_probe) for the start that follows a preflight
     that passes; roles per host."""
     targets: dict[tuple, tuple[Host, str, list[dict], list[int], list[dict]]] = {}
     roles: dict[str, set[str]] = {}
-    records = {r.name: r for r in current.processes}
     for p in cluster.processes:
         target = targets.setdefault((p.host.key, p.python), (p.host, p.python, [], [], []))
         target[3].extend(p.ports)
-        record = records.get(p.name)
-        # One the plan will keep if it still runs (see plan) is held only if it does not.
-        kept = record is not None and record.argv == list(p.argv) and not replace_all
-        target[4].append({**_payload(p), "keep_if_alive": kept})
+        target[4].append(_payload(p))  # the agent holds it unless something of it still runs
         roles.setdefault(p.host.id, set()).add(p.role)
     for host_id, recs in _by_host(current.processes, lambda r: r.host).items():
         host = current.host(host_id)
@@ -387,9 +382,9 @@ def _probe_targets(cluster: ClusterSpec, current: ClusterState,
 
 
 async def _preflight(pool: Pool, inv: Inventory, cluster: ClusterSpec, current: ClusterState,
-                     client: dict, replace_all: bool = False) -> tuple[UpResult, dict[str, bool], set[str]]:
+                     client: dict) -> tuple[UpResult, dict[str, bool], set[str]]:
     """Probe every host; raise ``PreflightFailed`` if a host that answered is not fit to run Dask."""
-    targets, roles = _probe_targets(cluster, current, replace_all)
+    targets, roles = _probe_targets(cluster, current)
     probes = await health.gather_probes(pool, targets)
 
     alive = {name: info["alive"] for p in probes for name, info in p.alive.items()}

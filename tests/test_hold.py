@@ -118,7 +118,7 @@ def test_one_that_still_runs_is_not_held_again(tmp_path):
         a.ask("start", procs=[proc])
         [pid] = _wait(lambda: _marked(proc))
         check = [{"name": proc["name"], "dir": proc["dir"], "pid": pid}]
-        probe = a.ask("probe", check=check, ports=[], hold=[{**proc, "keep_if_alive": True}])
+        probe = a.ask("probe", check=check, ports=[], hold=[proc])
         assert probe["alive"][proc["name"]]["alive"]
         time.sleep(0.5)
         assert _marked(proc) == [pid]
