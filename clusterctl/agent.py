@@ -220,11 +220,10 @@ def op_write(req):
     return {"failed": failed}
 
 
-# What a held process runs (``python -c HOLD -m dask <command> ...``, see op_probe): the imports
-# its command would do first (most of its start-up; one that fails is left to the command, which
-# says why in the log), then it waits for one line on stdin. "go"
-# runs the command as ``python -m dask`` would; anything else (end of file: the agent is gone) ends
-# it, having bound no port and written no file.
+# What a held process runs (``python -c HOLD -m dask <command> ...``, see op_probe): the imports its
+# command would do first (most of its start-up; one that fails is left to the command, which says why
+# in the log), then it waits for one line on stdin. "go" runs the command as ``python -m dask`` would;
+# anything else (end of file: the agent is gone) ends it, having bound no port and written no file.
 HOLD = ("import os,sys,runpy\n"
         "try:__import__('distributed.cli.dask_'+sys.argv[3])\n"
         "except Exception:pass\n"
