@@ -220,9 +220,10 @@ def op_write(req):
     return {"failed": failed}
 
 
-# What a held process runs (``python -c HOLD -m dask <command> ...``, see op_probe): the imports its
-# command would do first (most of its start-up; one that fails is left to the command, which says why
-# in the log), then it waits for one line on stdin. "go" runs the command as ``python -m dask`` would;
+# What a held process runs (``python -c HOLD_BOOT -m dask <command> ...``, see op_probe; the code is
+# in its environment, so that its command line stays short and on one line): the imports its command
+# would do first (most of its start-up; one that fails is left to the command, which says why in the
+# log), then it waits for one line on stdin. "go" runs the command as ``python -m dask`` would;
 # anything else (end of file: the agent is gone) ends it, having bound no port and written no file.
 HOLD = ("import os,sys,runpy\n"
         "try:__import__('distributed.cli.dask_'+sys.argv[3])\n"
@@ -231,6 +232,7 @@ HOLD = ("import os,sys,runpy\n"
         "f=os.open(os.devnull,os.O_RDONLY);os.dup2(f,0);os.close(f)\n"
         "sys.argv=sys.argv[2:]\n"
         "runpy.run_module(sys.argv[0],run_name='__main__',alter_sys=True)")
+HOLD_BOOT = "import os;exec(os.environ.pop('CLUSTERCTL_HOLD'))"
 _HELD = {}  # process name -> (Popen, its request): held by this session's probe, not started yet
 
 
@@ -251,7 +253,10 @@ def _spawn(proc, hold=False):
         env.update(os.environ)
         env.update(proc.get("env", {}))
         env[MARKER] = proc["dir"]
-        argv = [proc["argv"][0], "-c", HOLD] + proc["argv"][1:] if hold else proc["argv"]
+        argv = proc["argv"]
+        if hold:
+            env["CLUSTERCTL_HOLD"] = HOLD
+            argv = [argv[0], "-c", HOLD_BOOT] + argv[1:]
         return subprocess.Popen(argv, cwd=proc["dir"], env=env,
                                 stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

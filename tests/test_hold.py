@@ -59,7 +59,8 @@ def test_a_held_process_becomes_the_started_one(tmp_path):
     try:
         a.ask("probe", check=[], ports=[], hold=[proc])
         [held] = _wait(lambda: _marked(proc))
-        assert "-m dask worker --help" in agent._cmdline(held)
+        cmdline = agent._cmdline(held)  # short, one line, the command in full
+        assert cmdline.endswith("-m dask worker --help") and "\n" not in cmdline and len(cmdline) < 200
         time.sleep(1.0)  # long enough for --help to have printed, had it run
         assert (Path(proc["dir"]) / "log").read_bytes() == b""  # held: nothing run yet
         started = a.ask("start", procs=[proc])["started"]
