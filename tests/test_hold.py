@@ -19,9 +19,9 @@ from clusterctl import agent, remote
 class Agent:
     """An agent as ``up`` starts one on a host: ``python -c BOOT serve``, its source on stdin."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", remote.BOOT, "serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, env=env)
         source = remote._agent_source()
         self.proc.stdin.write(b"%d\n" % len(source) + source)
 
@@ -127,3 +127,18 @@ def test_one_that_still_runs_is_not_held_again(tmp_path):
     finally:
         a.close()
     assert not _marked(proc)
+
+
+def test_the_login_environment_wins_over_the_defaults_and_the_spec_over_both(tmp_path):
+    # The one-BLAS-thread defaults (spec.ONE_BLAS_THREAD) give way to what the host's login sets.
+    login = {**os.environ, "OPENBLAS_NUM_THREADS": "4", "X_FROM_SPEC": "login"}
+    show = "import os; print(*(os.environ.get(k) for k in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'X_FROM_SPEC')))"
+    proc = {"name": "h1-scheduler", "dir": str(tmp_path / "h1-scheduler"), "argv": [sys.executable, "-c", show],
+            "env": {"X_FROM_SPEC": "spec"}, "env_default": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}}
+    a = Agent(env={k: v for k, v in login.items() if k != "OMP_NUM_THREADS"})
+    try:
+        a.ask("start", procs=[proc])
+        log = Path(proc["dir"]) / "log"
+        assert _wait(lambda: log.read_text().endswith("\n4 1 spec\n")), log.read_text()
+    finally:
+        a.close()
