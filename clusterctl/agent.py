@@ -315,11 +315,15 @@ def _release(held):
         child.wait()
 
 
-def op_release(req):
-    """End the held processes (the preflight failed elsewhere): gone when this answers."""
+def _release_all():
     held = [_HELD.pop(name) for name in list(_HELD)]
     _release(held)
-    return {"released": len(held)}
+    return len(held)
+
+
+def op_release(req):
+    """End the held processes (the preflight failed elsewhere): gone when this answers."""
+    return {"released": _release_all()}
 
 
 def op_start(req):
@@ -343,7 +347,7 @@ def op_start(req):
             started[proc["name"]] = {"pid": child.pid}
         except OSError as exc:
             started[proc["name"]] = {"error": "%s: %s" % (exc.strerror or exc, exc.filename or proc["dir"])}
-    _release([_HELD.pop(name) for name in list(_HELD)])
+    _release_all()  # not wanted by this start
     return {"started": started}
 
 
@@ -619,7 +623,7 @@ def serve(stdin=None, out=None):
         ok = answer.get("ok")
         if _RESIDENT and isinstance(ok, dict) and ok.get("exited"):
             _leave()
-    _release([_HELD.pop(name) for name in list(_HELD)])  # the preflight failed, or the command ended
+    _release_all()  # the preflight failed, or the command ended
     for resident in _AFTER.values():
         _start_resident(resident)
 
