@@ -72,7 +72,7 @@ def up(argv: list[str], env: dict, client: Path) -> float:
     return time.perf_counter() - start
 
 
-def profile(lab: Lab, groups: dict[str, Path], client: Path, argv: list[str], env: dict) -> None:
+def profile(groups: dict[str, Path], client: Path, argv: list[str], env: dict) -> None:
     samples: list[tuple[float, float, float, list[float]]] = []
     stop = threading.Event()
 
@@ -133,16 +133,16 @@ def main() -> int:
             no_hold = [PYTHON, "-c", NO_HOLD, "up", str(inv)]
             times: dict[str, list[tuple[float, float]]] = {"held": [], "not held": []}
             for i in range(args.repeat):
+                down = [PYTHON, "-m", "clusterctl", "down"]
                 if not args.ab:
-                    profile(lab, groups, client, shipped, env)
-                else:
-                    for mode in ("held", "not held") if i % 2 == 0 else ("not held", "held"):
-                        cpu = busy()
-                        took = up(shipped if mode == "held" else no_hold, env, client)
-                        times[mode].append((took, busy() - cpu))
-                        subprocess.run([PYTHON, "-m", "clusterctl", "down"], env=env, check=True, capture_output=True)
-                if not args.ab:
-                    subprocess.run([PYTHON, "-m", "clusterctl", "down"], env=env, check=True, capture_output=True)
+                    profile(groups, client, shipped, env)
+                    subprocess.run(down, env=env, check=True, capture_output=True)
+                    continue
+                for mode in ("held", "not held") if i % 2 == 0 else ("not held", "held"):
+                    cpu = busy()
+                    took = up(shipped if mode == "held" else no_hold, env, client)
+                    times[mode].append((took, busy() - cpu))
+                    subprocess.run(down, env=env, check=True, capture_output=True)
             if args.ab:
                 for mode, runs in times.items():
                     print(f"{n} workers, {mode:8s}: up median {statistics.median(t for t, _ in runs):.2f} s, CPU"
