@@ -12,10 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-import typer
+from clusterctl import heavy_imports
 
-from clusterctl.console import Console
-from clusterctl.errors import ClusterctlError, InventoryError
+with heavy_imports():
+    import typer
+
+    from clusterctl.console import Console
+    from clusterctl.errors import ClusterctlError, InventoryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a YAML list of machines into a running Dask cluster, over SSH.")
@@ -80,7 +83,8 @@ def up(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import inventory as inventories, reconcile
+        with heavy_imports():
+            from clusterctl import inventory as inventories, reconcile
 
         inv = inventories.load(inventory)
         if run_setup and inv.setup:
@@ -110,7 +114,8 @@ def status(cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import status as statuses
+        with heavy_imports():
+            from clusterctl import status as statuses
 
         report = asyncio.run(statuses.collect(statuses.load_state(cluster)))
         console.status(report)
@@ -132,7 +137,8 @@ def logs(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import status as statuses
+        with heavy_imports():
+            from clusterctl import status as statuses
 
         current = statuses.load_state(cluster)
         records = statuses.select(current, host, role)
@@ -175,7 +181,8 @@ def submit(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import jobs, status as statuses
+        with heavy_imports():
+            from clusterctl import jobs, status as statuses
 
         # Bad input first: a wrong parameter is exit 2 whether or not a cluster is up.
         the_job = jobs.load(job)
@@ -207,7 +214,8 @@ def dashboard(
         import time
         from urllib.parse import urlsplit
 
-        from clusterctl import status as statuses, tunnel
+        with heavy_imports():
+            from clusterctl import status as statuses, tunnel
 
         current = statuses.load_state(cluster)
         target = urlsplit(current.http_url)
@@ -241,7 +249,8 @@ def down(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import inventory as inventories, state, teardown
+        with heavy_imports():
+            from clusterctl import inventory as inventories, state, teardown
 
         inv = inventories.load(inventory) if inventory is not None else None
         if inventory is not None and not force:
@@ -258,7 +267,8 @@ def down(
 
 def _targets(inventory: Optional[Path], cluster: Optional[str], hosts: Optional[str], role: Optional[str]):
     """(cluster name, targets, inventory or None): the hosts of --inventory, else of the running cluster."""
-    from clusterctl import inventory as inventories, ops, status as statuses
+    with heavy_imports():
+        from clusterctl import inventory as inventories, ops, status as statuses
 
     wanted = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
     if inventory is not None:
@@ -294,7 +304,8 @@ def exec_(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import ops
+        with heavy_imports():
+            from clusterctl import ops
 
         name, targets, _ = _targets(inventory, cluster, hosts, role)
         text = command[0] if len(command) == 1 else shlex.join(command)
@@ -320,7 +331,8 @@ def setup(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import ops
+        with heavy_imports():
+            from clusterctl import ops
 
         name, targets, inv = _targets(inventory, None, hosts, role)
         if not inv.setup:
@@ -348,7 +360,8 @@ def doctor(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import ops, spec, state
+        with heavy_imports():
+            from clusterctl import ops, spec, state
 
         name, targets, inv = _targets(inventory, cluster, None, None)
         if inv is not None:

@@ -311,6 +311,9 @@ def test_submit_runs_on_the_lab_workers(lab, ssh_cli, three, tmp_path):
     assert answer["worker_hosts"] == sorted(h.addr for h in lab.hosts[1:4])
     # Forked by their nannies, the workers run one BLAS thread each, as distributed's spawned ones do.
     assert answer["blas_threads"] and all(n == 1 for _, n in answer["blas_threads"]), answer["blas_threads"]
+    # Held starts imported distributed with the collector off, froze what the imports made (the
+    # workers inherit it from their nannies) and turned the collector back on.
+    assert len(answer["gc"]) == 4 and all(on and frozen > 20000 for on, frozen in answer["gc"]), answer["gc"]
     assert (tmp_path / "run" / "result.json").exists()
 
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 
+from clusterctl import heavy_imports
 from clusterctl.errors import ConnectError
 from clusterctl.inventory import Host
 from clusterctl.transport.base import Completed, Transport
@@ -17,7 +18,8 @@ __all__ = ["Completed", "Transport", "Pool"]
 def make(host: Host, known_hosts: Path) -> Transport:
     if host.connection == "local":
         return LocalTransport(host)
-    from clusterctl.transport.ssh import SSHTransport  # asyncssh only where SSH is used
+    with heavy_imports():  # asyncssh only where SSH is used
+        from clusterctl.transport.ssh import SSHTransport
 
     return SSHTransport(host, known_hosts)
 

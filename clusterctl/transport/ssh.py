@@ -8,6 +8,7 @@ Host keys are trusted on first use and recorded in clusterctl's own known_hosts 
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
 import fcntl
 import shlex
 import socket
@@ -15,7 +16,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncssh
+# asyncssh looks for liboqs (the sntrup761 key exchange) with ctypes.util.find_library, which on
+# Linux, for a library that the ld.so cache does not list, runs gcc and then ld to find it: ~35 ms
+# of every command before the first host is contacted, wherever liboqs is not installed. During
+# that import only the cache is read (`ldconfig -p`, as find_library does first), so a liboqs
+# installed in the system's library path is still found; one that only gcc's or LD_LIBRARY_PATH's
+# paths hold is not, and the hosts agree on another key exchange (curve25519, ML-KEM).
+_find_library = ctypes.util.find_library
+ctypes.util.find_library = getattr(ctypes.util, "_findSoname_ldconfig", _find_library)
+try:
+    import asyncssh
+finally:
+    ctypes.util.find_library = _find_library
 
 from clusterctl.errors import ConnectError, RemoteError
 from clusterctl.inventory import Host

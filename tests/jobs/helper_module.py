@@ -15,3 +15,9 @@ def blas_threads():
     """How many threads each BLAS/OpenMP library loaded in this worker would use."""
     import threadpoolctl
     return sorted({(pool["internal_api"], pool["num_threads"]) for pool in threadpoolctl.threadpool_info()})
+
+
+def gc_state():
+    """(collector on, objects frozen) in this process: see clusterctl/agent.py, HOLD."""
+    import gc
+    return gc.isenabled(), gc.get_freeze_count()

@@ -1,0 +1,52 @@
+"""clusterctl.heavy_imports: the client's imports run with the garbage collector paused, and the
+collector is on again (with what they made frozen) before a command does its work."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+
+from clusterctl import heavy_imports
+
+
+def test_heavy_imports_freezes_what_a_new_import_made_and_restores_the_collector(tmp_path, monkeypatch):
+    (tmp_path / "clusterctl_test_fresh_module.py").write_text("OBJECTS = [[i] for i in range(1000)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gc.unfreeze()
+    try:
+        with heavy_imports():
+            assert not gc.isenabled()
+            import clusterctl_test_fresh_module  # noqa: F401
+        assert gc.isenabled() and gc.get_freeze_count() > 1000
+        gc.unfreeze()
+        with heavy_imports():  # nothing new imported: nothing frozen
+            import clusterctl_test_fresh_module  # noqa: F401,F811
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        gc.disable()  # a collector that was off stays off
+        with heavy_imports():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        sys.modules.pop("clusterctl_test_fresh_module", None)
+
+
+def test_a_command_runs_with_the_collector_on(tmp_path):
+    # What the collector is doing when `status` starts its work (it looks up the cluster's name).
+    probe = ("import gc, sys\n"
+             "import clusterctl.state as state\n"
+             "resolve = state.resolve_name\n"
+             "def spy(name):\n"
+             "    print('gc', gc.isenabled(), gc.get_freeze_count())\n"
+             "    return resolve(name)\n"
+             "state.resolve_name = spy\n"
+             "sys.argv = ['clusterctl', 'status']\n"
+             "from clusterctl.cli import main\n"
+             "main()\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "CLUSTERCTL_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 1 and "no cluster is up" in proc.stderr, proc.stdout + proc.stderr
+    _, enabled, frozen = proc.stdout.split()
+    assert enabled == "True" and int(frozen) > 20000, proc.stdout
