@@ -9,8 +9,9 @@ tests/lab.py), then alternates, --repeat times:
     (the same plain TCP as SSHCluster) and with the default TLS;
   - SSHCluster: a fresh interpreter running the constructor plus `client.wait_for_workers(N)`
     (timed from its start, as `clusterctl up` is), then `close()`;
-with the same interpreter, one thread per worker and a nanny in both (each with its default start
-method: SSHCluster's nanny spawns its worker, clusterctl's forks it). Each bring-up's CPU seconds
+with the same interpreter on the hosts (this one's packages, without the editable clusterctl: see
+host_python), one thread per worker and a nanny in both (each with its default start method:
+SSHCluster's nanny spawns its worker, clusterctl's forks it). Each bring-up's CPU seconds
 (the whole machine's, from /proc/stat: the lab's hosts share its cores) are reported with it.
 Prints a table of medians and writes bench/results/<name>.json. Needs root (the lab).
 """
@@ -38,10 +39,28 @@ from lab import Lab, lab_prerequisites  # noqa: E402
 PYTHON = sys.executable
 
 
-def inventory(lab: Lab, workdir: Path, n: int, tls: bool) -> str:
+def host_python(folder: Path) -> str:
+    """The interpreter the lab's hosts run (both systems): this one's packages without clusterctl.
+
+    The lab's hosts share this machine's files, and this interpreter has clusterctl installed in
+    editable mode, whose finder (a .pth file importing pathlib, urllib, ...) costs every
+    interpreter ~16 ms at start-up. A real host has Python and Dask, not clusterctl. So the hosts
+    get a venv of the same base Python whose one .pth file puts this interpreter's site-packages
+    on the path, where .pth files are not run."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    [site] = subprocess.run([str(folder / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    (Path(site) / "host-packages.pth").write_text("".join(p + "\n" for p in paths))
+    return str(folder / "bin" / "python")
+
+
+def inventory(lab: Lab, workdir: Path, n: int, tls: bool, python: str) -> str:
     s = lab.hosts[0]
     lines = ["name: bench", *([] if tls else ["tls: off"]), "defaults:", "  user: root",
-             f"  identity_file: {lab.key}", f"  python: {PYTHON}", f"  workdir: {workdir}",
+             f"  identity_file: {lab.key}", f"  python: {python}", f"  workdir: {workdir}",
              "scheduler:", f"  host: {s.addr}", "  port: 8786", "  dashboard_port: 8787", "workers:"]
     for h in lab.hosts[1:n + 1]:
         lines += [f"  - host: {h.addr}", "    nthreads: 1"]
@@ -67,9 +86,9 @@ def timed(argv: list[str], env: dict) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path) -> dict[str, float]:
+def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path, python: str) -> dict[str, float]:
     inv = tmp / f"bench-{n}-{tls}.yaml"
-    inv.write_text(inventory(lab, tmp / "work", n, tls))
+    inv.write_text(inventory(lab, tmp / "work", n, tls, python))
     env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home")}
     cli = [PYTHON, "-m", "clusterctl"]
     up, up_cpu = timed(cli + ["up", str(inv)], env)
@@ -85,9 +104,9 @@ import json, os, sys, time
 from distributed import Client
 from distributed.deploy.ssh import SSHCluster
 
-hosts, key = sys.argv[1].split(","), sys.argv[2]
+hosts, key, python = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
 connect = {"known_hosts": None, "username": "root", "client_keys": [key]}
-cluster = SSHCluster(hosts, connect_options=connect, remote_python=sys.executable,
+cluster = SSHCluster(hosts, connect_options=connect, remote_python=python,
                      worker_options={"nthreads": 1}, scheduler_options={"port": 8786, "dashboard_address": ":8787"})
 client = Client(cluster)
 client.wait_for_workers(len(hosts) - 1)
@@ -99,10 +118,10 @@ print(json.dumps({"ready": ready, "ready_cpu": ready_cpu, "down": time.perf_coun
 """
 
 
-def run_sshcluster(lab: Lab, n: int) -> dict[str, float]:
+def run_sshcluster(lab: Lab, n: int, python: str) -> dict[str, float]:
     hosts = ",".join(h.addr for h in lab.hosts[: n + 1])
     launched, cpu = time.time(), busy()
-    proc = subprocess.run([PYTHON, "-c", SSHCLUSTER, hosts, str(lab.key)], capture_output=True, text=True,
+    proc = subprocess.run([PYTHON, "-c", SSHCLUSTER, hosts, str(lab.key), python], capture_output=True, text=True,
                           timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"SSHCluster exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -133,14 +152,15 @@ def main() -> int:
     results = []
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmpdir, Lab(n + 1, Path(tmpdir) / "lab") as lab:
+            python = host_python(Path(tmpdir) / "host-python")
             runs: dict[str, list[dict]] = {"clusterctl": [], "clusterctl_tls": [], "sshcluster": []}
             for i in range(args.repeat):
                 for system in ("sshcluster", "clusterctl", "clusterctl_tls") if i % 2 else \
                         ("clusterctl", "clusterctl_tls", "sshcluster"):
                     if system == "sshcluster":
-                        runs[system].append(run_sshcluster(lab, n))
+                        runs[system].append(run_sshcluster(lab, n, python))
                     else:
-                        runs[system].append(run_clusterctl(lab, n, system == "clusterctl_tls", Path(tmpdir)))
+                        runs[system].append(run_clusterctl(lab, n, system == "clusterctl_tls", Path(tmpdir), python))
                     time.sleep(1)  # what a teardown leaves is what still runs a moment later
                     left = leftovers(lab)
                     runs[system][-1]["leftover_processes"] = left

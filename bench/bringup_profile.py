@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bringup import PYTHON, busy, inventory  # noqa: E402
+from bringup import PYTHON, busy, host_python, inventory  # noqa: E402
 from lab import Lab, _children, lab_prerequisites  # noqa: E402
 
 CGROUPS = Path("/sys/fs/cgroup/cpuacct")
@@ -127,7 +127,7 @@ def main() -> int:
                     (groups[h.name] / "cgroup.procs").write_text(str(pid))
             client.mkdir()
             inv = Path(tmp) / "inventory.yaml"
-            inv.write_text(inventory(lab, Path(tmp) / "work", n, tls=False))
+            inv.write_text(inventory(lab, Path(tmp) / "work", n, False, host_python(Path(tmp) / "host-python")))
             env = {**os.environ, "CLUSTERCTL_HOME": str(Path(tmp) / "home")}
             shipped = [PYTHON, "-m", "clusterctl", "up", str(inv)]
             no_hold = [PYTHON, "-c", NO_HOLD, "up", str(inv)]
