@@ -51,8 +51,8 @@ def host_python(folder: Path) -> str:
 
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
     paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    [site] = subprocess.run([str(folder / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
-                            check=True, capture_output=True, text=True).stdout.split()
+    site = subprocess.run([str(folder / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
     (Path(site) / "host-packages.pth").write_text("".join(p + "\n" for p in paths))
     return str(folder / "bin" / "python")
 

@@ -226,9 +226,9 @@ def op_write(req):
 # log), then it waits for one line on stdin. "go" runs the command as ``python -m dask`` would;
 # anything else (end of file: the agent is gone) ends it, having bound no port and written no file.
 # The imports run with the garbage collector off, and what they made is then frozen (gc.freeze:
-# never walked again, here or in the worker a nanny forks): the collections they would trigger,
-# each walking everything imported so far, are ~15 % of the CPU of importing distributed; the
-# price is the imports' own cyclic garbage, never freed (~50,000 objects, ~0.5 MB).
+# never walked again, here or in the worker a nanny forks): the ~170 collections they would
+# trigger, each walking everything imported so far, are ~15 % of the CPU of importing distributed;
+# the price is the imports' own cyclic garbage, never freed (~730 objects, ~0.15 MB).
 HOLD = ("import gc,os,sys,runpy\n"
         "gc.disable()\n"
         "try:__import__('distributed.cli.dask_'+sys.argv[3])\n"

@@ -107,6 +107,13 @@ def dask_processes(lab, host, cluster: str | None = None) -> list[str]:
             and (cluster is None or f"/{cluster}/" in args)]
 
 
+def started(workdir: Path, cluster: str) -> list[Path]:
+    """The logs of the cluster's processes that a start has let run (it writes the header first).
+    A process that exists may only be held by the preflight (see clusterctl/agent.py: HOLD)."""
+    return [log for log in Path(workdir).glob(f"{cluster}/*/log")
+            if log.read_bytes().startswith(b"--- clusterctl: starting ")]
+
+
 def resident_agents(lab, host, cluster: str | None = None) -> list[tuple[int, str]]:
     """(pid, args) of the resident clusterctl agents on a host (see clusterctl/agent.py: listen)."""
     return [(pid, args) for pid, args in lab.processes(host)

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from clusterctl import spec
+from conftest import started
 
 MARKER = "CLUSTERCTL_PROCESS"
 
@@ -140,9 +141,9 @@ def test_ctrl_c_during_up_stops_what_it_started(cli, local_inventory):
     proc = subprocess.Popen([sys.executable, "-m", "clusterctl", "up", str(inventory)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
-    while not ours(workdir) and time.time() < deadline:
-        time.sleep(0.05)
-    assert ours(workdir), "up never started a process"
+    while not started(workdir, "mini") and time.time() < deadline:  # started, not only held
+        time.sleep(0.01)
+    assert started(workdir, "mini"), "up never started a process"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err

@@ -18,7 +18,9 @@ __all__ = ["Completed", "Transport", "Pool"]
 def make(host: Host, known_hosts: Path) -> Transport:
     if host.connection == "local":
         return LocalTransport(host)
-    with heavy_imports():  # asyncssh only where SSH is used
+    # asyncssh only where SSH is used; the collector paused while it loads, nothing frozen (a library
+    # does not freeze its caller's heap: the command line does, see clusterctl.heavy_imports).
+    with heavy_imports(freeze=False):
         from clusterctl.transport.ssh import SSHTransport
 
     return SSHTransport(host, known_hosts)

@@ -16,22 +16,31 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-# asyncssh looks for liboqs (the sntrup761 key exchange) with ctypes.util.find_library, which on
-# Linux, for a library that the ld.so cache does not list, runs gcc and then ld to find it: ~35 ms
-# of every command before the first host is contacted, wherever liboqs is not installed. During
-# that import only the cache is read (`ldconfig -p`, as find_library does first), so a liboqs
-# installed in the system's library path is still found; one that only gcc's or LD_LIBRARY_PATH's
-# paths hold is not, and the hosts agree on another key exchange (curve25519, ML-KEM).
+from clusterctl.errors import ConnectError, RemoteError
+from clusterctl.inventory import Host
+from clusterctl.transport.base import Completed, Pipe, Transport
+
+# asyncssh looks for liboqs (post-quantum key exchanges: sntrup761, and ML-KEM where cryptography
+# lacks it) with ctypes.util.find_library, which on Linux, for a library that the ld.so cache does
+# not list, runs gcc and then ld to find it: ~35 ms of every command before the first host is
+# contacted, wherever liboqs is not installed. During that import liboqs is looked up in the
+# cache only (`ldconfig -p`, what find_library tries first): one installed in the system's library
+# path is still found; one that only gcc's or LD_LIBRARY_PATH's paths hold is not (nor, where
+# `ldconfig -p` does not work, as on musl, any), and the hosts agree on another key exchange
+# (curve25519 always; ML-KEM where cryptography has it). Other libraries are looked up as before.
 _find_library = ctypes.util.find_library
-ctypes.util.find_library = getattr(ctypes.util, "_findSoname_ldconfig", _find_library)
+_in_cache = getattr(ctypes.util, "_findSoname_ldconfig", None)  # Linux only
+
+
+def _find_in_cache_for_oqs(name: str) -> str | None:
+    return _in_cache(name) if _in_cache is not None and name in ("oqs", "liboqs") else _find_library(name)
+
+
+ctypes.util.find_library = _find_in_cache_for_oqs
 try:
     import asyncssh
 finally:
     ctypes.util.find_library = _find_library
-
-from clusterctl.errors import ConnectError, RemoteError
-from clusterctl.inventory import Host
-from clusterctl.transport.base import Completed, Pipe, Transport
 
 # OpenSSH servers allow 10 sessions per connection by default (MaxSessions).
 MAX_SESSIONS = 8
