@@ -76,10 +76,10 @@ def busy() -> float:
     return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
-def timed(argv: list[str], env: dict) -> tuple[float, float]:
+def timed(argv: list[str], env: dict, cwd: Path | None = None) -> tuple[float, float]:
     """(seconds, CPU seconds of the whole machine) of a command."""
     cpu, start = busy(), time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     elapsed, cpu = time.perf_counter() - start, busy() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")

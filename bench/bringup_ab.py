@@ -28,18 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bringup import PYTHON, busy, host_python, inventory, machine  # noqa: E402
+from bringup import PYTHON, host_python, inventory, machine, timed  # noqa: E402
 from lab import Lab, lab_prerequisites  # noqa: E402
-
-
-def timed_cli(args: list[str], env: dict, cwd: Path) -> tuple[float, float]:
-    cpu, start = busy(), time.perf_counter()
-    proc = subprocess.run([PYTHON, "-m", "clusterctl", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-    elapsed, cpu = time.perf_counter() - start, busy() - cpu
-    if proc.returncode != 0:
-        raise RuntimeError(f"clusterctl {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return elapsed, cpu
 
 
 def main() -> int:
@@ -78,9 +68,10 @@ def main() -> int:
                         env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / f"home-{name}")}
                         if tree is not None:
                             env["PYTHONPATH"] = str(tree)
-                        runs[name].append(timed_cli(["up", str(inv)], env, tmp))
+                        # cwd: not this checkout, whose clusterctl `python -m` would import first.
+                        runs[name].append(timed([PYTHON, "-m", "clusterctl", "up", str(inv)], env, tmp))
                         time.sleep(0.5)
-                        timed_cli(["down"], env, tmp)
+                        timed([PYTHON, "-m", "clusterctl", "down"], env, tmp)
                         time.sleep(1.0)
                         print(f"  {name} #{len(runs[name])}: up {runs[name][-1][0]:.2f} s, "
                               f"{runs[name][-1][1]:.2f} s of CPU", file=sys.stderr)
