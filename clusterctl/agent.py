@@ -220,34 +220,66 @@ def op_write(req):
     return {"failed": failed}
 
 
-# What a held process runs (``python -c HOLD_BOOT -m dask <command> ...``, see op_probe; the code is
-# in its environment, so that its command line stays short and on one line): the imports its command
-# would do first (most of its start-up; one that fails is left to the command, which says why in the
-# log), then it waits for one line on stdin. "go" runs the command as ``python -m dask`` would;
-# anything else (end of file: the agent is gone) ends it, having bound no port and written no file.
-# The imports run with the garbage collector off, and what they made is then frozen (gc.freeze:
-# never walked again, here or in the worker a nanny forks): the ~170 collections they would
-# trigger, each walking everything imported so far, are ~15 % of the CPU of importing distributed;
-# the price is the imports' own cyclic garbage, never freed (~730 objects, ~0.15 MB).
-HOLD = ("import gc,os,sys,runpy\n"
-        "gc.disable()\n"
-        "try:__import__('distributed.cli.dask_'+sys.argv[3])\n"
-        "except Exception:pass\n"
-        "gc.freeze();gc.enable()\n"
-        "if sys.stdin.readline()!='go\\n':os._exit(0)\n"
-        "f=os.open(os.devnull,os.O_RDONLY);os.dup2(f,0);os.close(f)\n"
-        "sys.argv=sys.argv[2:]\n"
-        "runpy.run_module(sys.argv[0],run_name='__main__',alter_sys=True)")
-HOLD_BOOT = "import os;exec(os.environ.pop('CLUSTERCTL_HOLD'))"
+# How a Dask process starts (``python -c BOOT -m dask <command> ...``; the code is in its environment,
+# so that its command line stays short and on one line): it imports what its command needs
+# (most of its start-up; an import that fails is left to ``python -m dask``, which says why in the
+# log), then runs the command as ``python -m dask`` would. A held one (see op_probe) waits, between
+# the two, for one line on stdin: "go" runs it; anything else (end of file: the agent is gone) ends
+# it, having bound no port and written no file.
+# What the imports cost less than ``python -m dask``'s own (~0.05 of the ~0.45 s of CPU here):
+#  - the garbage collector is off, and what they made is then frozen (gc.freeze: never walked again,
+#    here or in the worker a nanny forks): the ~170 collections they would trigger, each walking
+#    everything imported so far, were ~15 % of their CPU; the price is their own cyclic garbage,
+#    never freed (~730 objects, ~0.15 MB);
+#  - Dask reads its configuration's YAML files (its defaults, ~/.config/dask) with PyYAML's
+#    libyaml loader where PyYAML has one (same documents, same objects; ~0.02 s less than the pure
+#    Python one), restored when the imports are done;
+#  - the command runs as the ``dask`` command group would run it (same command object, same
+#    context settings) without the group's search of every installed package for ``dask_cli``
+#    entry points (~7 ms).
+START = """\
+import gc, os, sys
+gc.disable()
+main = None
+try:
+    import yaml
+    safe_load, loader = yaml.safe_load, getattr(yaml, "CSafeLoader", None)
+    if loader is not None:
+        yaml.safe_load = lambda stream: yaml.load(stream, loader)
+    try:
+        command = __import__("distributed.cli.dask_" + sys.argv[3], fromlist=["main"])
+        from dask.cli import CONTEXT_SETTINGS
+        main = command.main
+    finally:
+        yaml.safe_load = safe_load
+except Exception:
+    pass
+gc.freeze()
+gc.enable()
+if os.environ.pop("CLUSTERCTL_HELD", None):
+    if sys.stdin.readline() != "go\\n":
+        os._exit(0)
+    f = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(f, 0)
+    os.close(f)
+sys.argv = sys.argv[2:]
+if main is None:
+    import runpy
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+else:
+    main(args=sys.argv[2:], prog_name="dask " + sys.argv[1], **CONTEXT_SETTINGS)
+"""
+BOOT = "import os;exec(os.environ.pop('CLUSTERCTL_START'))"
 _HELD = {}  # process name -> (Popen, its request): held by this session's probe, not started yet
 
 
-def _holdable(argv):
+def _dask(argv):
+    """Whether ``argv`` is ``python -m dask scheduler|worker ...`` (started through START)."""
     return len(argv) > 3 and argv[1:3] == ["-m", "dask"] and argv[3] in ("scheduler", "worker")
 
 
 def _spawn(proc, hold=False):
-    """Start ``proc``; ``hold``: as a held process (see HOLD)."""
+    """Start ``proc``; ``hold``: as a held process (see START)."""
     import subprocess
 
     os.makedirs(proc["dir"], exist_ok=True)
@@ -260,9 +292,11 @@ def _spawn(proc, hold=False):
         env.update(proc.get("env", {}))
         env[MARKER] = proc["dir"]
         argv = proc["argv"]
-        if hold:
-            env["CLUSTERCTL_HOLD"] = HOLD
-            argv = [argv[0], "-c", HOLD_BOOT] + argv[1:]
+        if _dask(argv):
+            env["CLUSTERCTL_START"] = START
+            argv = [argv[0], "-c", BOOT] + argv[1:]
+            if hold:
+                env["CLUSTERCTL_HELD"] = "1"
         return subprocess.Popen(argv, cwd=proc["dir"], env=env,
                                 stdin=subprocess.PIPE if hold else subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -283,7 +317,7 @@ def _hold(procs, alive):
         return
     for proc in procs:
         # Something of it still runs: kept, or stopped before the start (which would end a held one too).
-        if alive.get(proc["name"], {}).get("pids") or proc["name"] in _HELD or not _holdable(proc["argv"]):
+        if alive.get(proc["name"], {}).get("pids") or proc["name"] in _HELD or not _dask(proc["argv"]):
             continue
         try:
             _HELD[proc["name"]] = (_spawn(proc, hold=True), proc)

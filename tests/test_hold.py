@@ -142,3 +142,33 @@ def test_the_login_environment_wins_over_the_defaults_and_the_spec_over_both(tmp
         assert _wait(lambda: log.read_text().endswith("\n4 1 spec\n")), log.read_text()
     finally:
         a.close()
+
+
+def test_a_dask_process_started_without_hold_starts_the_same_way(tmp_path):
+    # Not held (no probe first): still through agent.START, with its imports' collector paused and
+    # frozen, and Dask's configuration read with libyaml: the same defaults as this process read
+    # with PyYAML's pure Python loader, and yaml.safe_load itself left as it was.
+    import dask
+    import yaml
+    from distributed import Client
+
+    sfile = tmp_path / "scheduler.json"
+    proc = _proc(tmp_path, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                 "--scheduler-file", str(sfile))
+    a = Agent()
+    try:
+        pid = a.ask("start", procs=[proc])["started"][proc["name"]]["pid"]
+        assert agent.BOOT in agent._cmdline(pid) and agent._cmdline(pid).endswith(str(sfile))
+        assert _wait(lambda: sfile.exists()), (Path(proc["dir"]) / "log").read_text()
+        with Client(scheduler_file=str(sfile), timeout=20) as client:
+            enabled, frozen, defaults, safe_load = client.run_on_scheduler(
+                lambda: (__import__("gc").isenabled(), __import__("gc").get_freeze_count(),
+                         __import__("dask").config.defaults, __import__("yaml").safe_load.__qualname__))
+        assert enabled and frozen > 20_000
+        assert yaml.__with_libyaml__  # else START keeps the pure Python loader and this proves less
+        assert defaults == dask.config.defaults and len(defaults) >= 2
+        assert safe_load == yaml.safe_load.__qualname__ == "safe_load"
+        a.ask("stop", procs=[proc], grace=5)
+    finally:
+        a.close()
+    assert not _marked(proc)
