@@ -226,7 +226,7 @@ def op_write(req):
 # log), then runs the command as ``python -m dask`` would. A held one (see op_probe) waits, between
 # the two, for one line on stdin: "go" runs it; anything else (end of file: the agent is gone) ends
 # it, having bound no port and written no file.
-# What the imports cost less than ``python -m dask``'s own (~0.05 of the ~0.45 s of CPU here):
+# What this start costs less than ``python -m dask``'s own (~0.1 of ~0.5 s of CPU here):
 #  - the garbage collector is off, and what they made is then frozen (gc.freeze: never walked again,
 #    here or in the worker a nanny forks): the ~170 collections they would trigger, each walking
 #    everything imported so far, were ~15 % of their CPU; the price is their own cyclic garbage,
