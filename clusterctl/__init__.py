@@ -20,7 +20,7 @@ def heavy_imports(freeze: bool = True) -> Iterator[None]:
     the imports' own cyclic garbage (~140-450 objects, under 0.1 MB) stays until the process
     ends. Freezing is the command line's choice (clusterctl.cli); library code passes
     ``freeze=False`` and only pauses the collector. The held Dask processes do the same
-    (clusterctl/agent.py: HOLD).
+    (clusterctl/agent.py: START).
     """
     enabled, before = gc.isenabled(), len(sys.modules)
     gc.disable()

@@ -109,7 +109,7 @@ def dask_processes(lab, host, cluster: str | None = None) -> list[str]:
 
 def started(workdir: Path, cluster: str) -> list[Path]:
     """The logs of the cluster's processes that a start has let run (it writes the header first).
-    A process that exists may only be held by the preflight (see clusterctl/agent.py: HOLD)."""
+    A process that exists may only be held by the preflight (see clusterctl/agent.py: START)."""
     return [log for log in Path(workdir).glob(f"{cluster}/*/log")
             if log.read_bytes().startswith(b"--- clusterctl: starting ")]
 

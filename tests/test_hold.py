@@ -1,4 +1,4 @@
-"""Processes held by the preflight (clusterctl/agent.py: HOLD): the agent of ``up`` starts them
+"""Processes held by the preflight (clusterctl/agent.py: START): the agent of ``up`` starts them
 during its probe, they import what their command needs and wait; the start lets them run (the
 same process, the same pid), and anything else ends them having bound no port and written nothing.
 Real agents and real interpreters on this machine; the whole flow on SSH hosts is in test_ssh.py."""

@@ -196,7 +196,7 @@ def test_busy_scheduler_port_names_its_holder(lab, ssh_cli, write_inventory):
 def test_scheduler_that_dies_takes_back_everything(lab, ssh_cli, write_inventory, tmp_path):
     # An interpreter that runs everything except the scheduler, which fails at start.
     wrapper = tmp_path / "python"
-    # (Started held, see agent.HOLD, its command line is `python -c <hold boot> -m dask scheduler ...`.)
+    # (Started through agent.START, its command line is `python -c <boot> -m dask scheduler ...`.)
     wrapper.write_text(f"#!/bin/sh\ncase \" $* \" in *' dask scheduler '*) echo 'boom: cannot start' >&2; exit 1;; esac\n"
                        f"exec {CLIENT_PYTHON} \"$@\"\n")
     wrapper.chmod(0o755)

@@ -18,6 +18,6 @@ def blas_threads():
 
 
 def gc_state():
-    """(collector on, objects frozen) in this process: see clusterctl/agent.py, HOLD."""
+    """(collector on, objects frozen) in this process: see clusterctl/agent.py, START."""
     import gc
     return gc.isenabled(), gc.get_freeze_count()
