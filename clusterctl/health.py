@@ -6,7 +6,6 @@ import asyncio
 import json
 import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,18 +20,14 @@ HTTP_TIMEOUT = 5.0
 
 
 def client_versions() -> dict[str, str | None]:
-    """The same facts as the agent's probe, for this machine (the agent's table of distributions)."""
-    from clusterctl.agent import DISTRIBUTIONS
+    """The same facts as the agent's probe, for this machine, found the same way (one listing of
+    the folders on sys.path: ~1 ms; importlib.metadata searched them again for each package, ~14 ms
+    before the first host was contacted)."""
+    from clusterctl.agent import _dist_infos, _version
 
+    infos = _dist_infos()
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        versions[name] = None
-        for dist in DISTRIBUTIONS[name]:
-            try:
-                versions[name] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
+    versions.update({name: _version(name, infos) for name in PACKAGES})
     return versions
 
 

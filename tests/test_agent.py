@@ -1,0 +1,65 @@
+"""The agent's port check (clusterctl/agent.py: _port_free), with real sockets in this process: a
+listener on the port, on any address of either family, makes it busy and is named; a port left
+in TIME_WAIT is free; an address that is not this host's is said to be so."""
+
+import os
+import socket
+import time
+
+import pytest
+
+from clusterctl import agent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listen(family: int, address: str, port: int) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, port))
+    s.listen()
+    return s
+
+
+def test_a_free_port_is_free():
+    port = _free_port()
+    assert agent._no_listener(socket, port)
+    assert agent._port_free("127.0.0.1", port) == (True, "")
+
+
+def test_a_listener_on_another_address_makes_the_port_busy_and_is_named():
+    port = _free_port()
+    with _listen(socket.AF_INET, "127.0.0.1", port):
+        assert not agent._no_listener(socket, port)
+        free, why = agent._port_free("127.0.0.2", port)  # another loopback address: not the listener's
+    assert not free and why.startswith(f"pid {os.getpid()}: "), why
+
+
+def test_an_ipv6_listener_makes_the_port_busy():
+    port = _free_port()
+    try:
+        listener = _listen(socket.AF_INET6, "::1", port)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with listener:
+        free, why = agent._port_free("127.0.0.1", port)
+    assert not free and why.startswith(f"pid {os.getpid()}: "), why
+
+
+def test_a_port_left_in_time_wait_is_free():
+    port = _free_port()
+    with _listen(socket.AF_INET, "127.0.0.1", port) as server:
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+        time.sleep(0.05)
+        client.close()
+    assert agent._port_free("127.0.0.1", port) == (True, "")
+
+
+def test_an_address_of_another_host_is_said_to_be_so():
+    assert agent._port_free("192.0.2.1", _free_port()) == (False, "192.0.2.1 is not an address of this host")
