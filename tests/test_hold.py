@@ -22,8 +22,7 @@ class Agent:
     def __init__(self, env: dict | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", remote.BOOT, "serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
-        source = remote._agent_source()
-        self.proc.stdin.write(b"%d\n" % len(source) + source)
+        self.proc.stdin.write(remote.agent_payload())
 
     def ask(self, op: str, **request) -> dict:
         self.proc.stdin.write(json.dumps({"op": op, **request}).encode() + b"\n")
