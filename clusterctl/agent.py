@@ -128,12 +128,14 @@ def _port_holder(inodes):
     return ""
 
 
-def _no_listener(socket, port):
+def _no_listener(port):
     """Whether nothing listens on ``port``, on any address, known without /proc/net/tcp (reading it
     walks the kernel's whole TCP table: ~4 ms a file here, even in an empty network namespace):
     Linux lets a socket with SO_REUSEADDR bind the wildcard address of its family unless a socket
     listens on that port (any address of the family; IPv6's also IPv4's unless v6-only) or is bound
     there without SO_REUSEADDR. False when that bind fails for any reason: then the caller looks."""
+    import socket
+
     for family, wildcard in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -156,7 +158,7 @@ def _port_free(host, port):
     checks that ``host`` is an address of this machine (SO_REUSEADDR ignores TIME_WAIT leftovers)."""
     import socket
 
-    inodes = () if _no_listener(socket, port) else _listening_inodes(port)
+    inodes = () if _no_listener(port) else _listening_inodes(port)
     if inodes:
         return False, _port_holder(inodes) or "held by a process this user cannot see"
     for family in (socket.AF_INET, socket.AF_INET6):

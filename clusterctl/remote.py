@@ -64,8 +64,8 @@ def agent_payload() -> bytes:
         loader = agent.__spec__.loader
         if loader.get_data(agent.__file__) == source:  # the file this process would send, unchanged
             data = marshal.dumps(loader.get_code(agent.__name__))  # from a valid cache, as an import does
-    except Exception:  # noqa: BLE001 - a loader without these methods, a file it cannot read
-        data = b""
+    except Exception:  # noqa: BLE001 - a loader without these methods, a file it cannot read: no code
+        pass
     tag = f"{sys.hexversion:x}-{sys.implementation.cache_tag}".encode()
     body = zlib.compress(source + data)
     return b"%d %d %s\n" % (len(body), len(source), tag) + body

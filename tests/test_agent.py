@@ -68,14 +68,14 @@ def _listen(family: int, address: str, port: int) -> socket.socket:
 
 def test_a_free_port_is_free():
     port = _free_port()
-    assert agent._no_listener(socket, port)
+    assert agent._no_listener(port)
     assert agent._port_free("127.0.0.1", port) == (True, "")
 
 
 def test_a_listener_on_another_address_makes_the_port_busy_and_is_named():
     port = _free_port()
     with _listen(socket.AF_INET, "127.0.0.1", port):
-        assert not agent._no_listener(socket, port)
+        assert not agent._no_listener(port)
         free, why = agent._port_free("127.0.0.2", port)  # another loopback address: not the listener's
     assert not free and why.startswith(f"pid {os.getpid()}: "), why
 
