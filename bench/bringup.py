@@ -13,7 +13,8 @@ with the same interpreter on the hosts (this one's packages, without the editabl
 host_python), one thread per worker and a nanny in both (each with its default start method:
 SSHCluster's nanny spawns its worker, clusterctl's forks it). Each bring-up's CPU seconds
 (the whole machine's, from /proc/stat: the lab's hosts share its cores) are reported with it.
-Prints a table of medians and writes bench/results/<name>.json. Needs root (the lab).
+Prints a table of medians, with the ratio of each round's two `up`s (median, min, max), and writes
+bench/results/<name>.json (the medians and every round's figures). Needs root (the lab).
 """
 
 from __future__ import annotations
@@ -176,6 +177,12 @@ def main() -> int:
                     row[f"{system}_{key}"] = statistics.median(r.get(key, 0) for r in rs)
             row["ratio_up"] = row["clusterctl_up"] / row["sshcluster_up"]
             row["ratio_up_cpu"] = row["clusterctl_up_cpu"] / row["sshcluster_up_cpu"]
+            # Round i's two ups ran one after the other: their ratio is the least disturbed by the
+            # machine's changing speed (see README).
+            pairs = [c["up"] / s["up"] for c, s in zip(runs["clusterctl"], runs["sshcluster"])]
+            row["pair_ratio_up_median"], row["pair_ratio_up_min"], row["pair_ratio_up_max"] = \
+                statistics.median(pairs), min(pairs), max(pairs)
+            row["runs"] = runs
             results.append(row)
     print_table(results)
     out = ROOT / "bench" / "results" / f"{args.name}.json"
@@ -194,7 +201,7 @@ def machine() -> dict:
 
 def print_table(rows: list[dict]) -> None:
     cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "sshcluster_up_cpu", "clusterctl_up_cpu",
-            "ratio_up_cpu", "clusterctl_tls_up", "clusterctl_noop_up",
+            "ratio_up_cpu", "pair_ratio_up_median", "pair_ratio_up_min", "pair_ratio_up_max", "clusterctl_tls_up", "clusterctl_noop_up",
             "sshcluster_down", "clusterctl_down", "clusterctl_tls_down", "sshcluster_leftover_processes",
             "clusterctl_leftover_processes"]
     print("| " + " | ".join(cols) + " |")
