@@ -201,7 +201,8 @@ def machine() -> dict:
 
 def print_table(rows: list[dict]) -> None:
     cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "sshcluster_up_cpu", "clusterctl_up_cpu",
-            "ratio_up_cpu", "pair_ratio_up_median", "pair_ratio_up_min", "pair_ratio_up_max", "clusterctl_tls_up", "clusterctl_noop_up",
+            "ratio_up_cpu", "pair_ratio_up_median", "pair_ratio_up_min", "pair_ratio_up_max",
+            "clusterctl_tls_up", "clusterctl_noop_up",
             "sshcluster_down", "clusterctl_down", "clusterctl_tls_down", "sshcluster_leftover_processes",
             "clusterctl_leftover_processes"]
     print("| " + " | ".join(cols) + " |")
