@@ -6,19 +6,15 @@ Heavy modules are imported inside the commands so that ``clusterctl --help`` ans
 from __future__ import annotations
 
 import asyncio
-import gc
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-from clusterctl import heavy_imports
+import typer
 
-with heavy_imports():
-    import typer
-
-    from clusterctl.console import Console
-    from clusterctl.errors import ClusterctlError, InventoryError
+from clusterctl.console import Console
+from clusterctl.errors import ClusterctlError, InventoryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a YAML list of machines into a running Dask cluster, over SSH.")
@@ -63,7 +59,7 @@ def _run(console: Console, work: Callable[[], Any],
 def _plain(obj: Any) -> Any:
     import dataclasses
 
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else obj
 
 
 @app.command()
@@ -83,22 +79,20 @@ def up(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import inventory as inventories, reconcile
+        from clusterctl import inventory as inventories, up as ups
 
         inv = inventories.load(inventory)
         if run_setup and inv.setup:
-            from clusterctl import ops
+            from clusterctl import ops, targets
 
-            done = asyncio.run(ops.setup(ops.targets_from_inventory(inv), 1800.0,
+            done = asyncio.run(ops.setup(targets.from_inventory(inv), 1800.0,
                                          on_done=None if console.json else console.host_output))
             if done.exit_code != 0:
                 console.run_result(inv.name, "setup", f"{len(inv.setup)} command(s)", done)
                 console.line("setup failed on the host(s) above: nothing was started")
                 return done.exit_code
         with console.progress("starting") as progress:
-            result = asyncio.run(reconcile.up(inv, timeout=timeout, progress=progress,
-                                              rotate_certs=rotate_certs))
+            result = asyncio.run(ups.up(inv, timeout=timeout, progress=progress, rotate_certs=rotate_certs))
         console.up_result(result)
         return result.exit_code
 
@@ -114,12 +108,11 @@ def status(cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import status as statuses
+        from clusterctl import state, status as statuses
 
-        report = asyncio.run(statuses.collect(statuses.load_state(cluster)))
+        report = asyncio.run(statuses.collect(state.require(cluster)))
         console.status(report)
-        return report["exit_code"]
+        return report.exit_code
 
     _run(console, work)
 
@@ -137,14 +130,13 @@ def logs(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import status as statuses
+        from clusterctl import logs as process_logs, state
 
-        current = statuses.load_state(cluster)
-        records = statuses.select(current, host, role)
+        current = state.require(cluster)
+        records = process_logs.select(current, host, role)
         if follow:
             async def stream() -> None:
-                async for name, line in statuses.follow(current, records, lines):
+                async for name, line in process_logs.follow(current, records, lines):
                     console.log_line(name, line)
 
             try:
@@ -152,7 +144,7 @@ def logs(
             except KeyboardInterrupt:  # Ctrl-C is how --follow ends
                 pass
             return 0
-        tails = asyncio.run(statuses.tails(current, records, lines))
+        tails = asyncio.run(process_logs.tails(current, records, lines))
         if console.json:
             console.emit({"cluster": current.cluster, "logs": tails})
         else:
@@ -181,13 +173,12 @@ def submit(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import jobs, status as statuses
+        from clusterctl import jobs, state
 
         # Bad input first: a wrong parameter is exit 2 whether or not a cluster is up.
         the_job = jobs.load(job)
         params = jobs.parse_params(the_job, param)
-        current = statuses.load_state(cluster)
+        current = state.require(cluster)
         with console.progress(f"running {the_job.name} on {current.cluster}") as progress:
             result = jobs.submit(current, the_job, params, output, quiet=console.json,
                                  progress=lambda text: progress("job", text=text), tunnel=tunnel)
@@ -214,10 +205,9 @@ def dashboard(
         import time
         from urllib.parse import urlsplit
 
-        with heavy_imports():
-            from clusterctl import status as statuses, tunnel
+        from clusterctl import state, tunnel
 
-        current = statuses.load_state(cluster)
+        current = state.require(cluster)
         target = urlsplit(current.http_url)
         with tunnel.forwarded(current, target.hostname or "127.0.0.1", target.port or 8787, port) as local:
             url = f"http://127.0.0.1:{local}/status"
@@ -249,17 +239,16 @@ def down(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import inventory as inventories, state, teardown
+        from clusterctl import down as downs, inventory as inventories, state
 
         inv = inventories.load(inventory) if inventory is not None else None
         if inventory is not None and not force:
             raise InventoryError("--inventory is only used with --force")
         name = cluster or (inv.name if inv else None) or state.current()
         if name is None:
-            console.down_result(teardown.DownResult(cluster="(none)", nothing=True))
+            console.down_result(downs.DownResult(cluster="(none)", nothing=True))
             return 0
-        result = asyncio.run(teardown.down(name, force=force, inventory=inv, grace=grace))
+        result = asyncio.run(downs.down(name, force=force, inventory=inv, grace=grace))
         console.down_result(result)
         return result.exit_code
 
@@ -267,15 +256,14 @@ def down(
 
 def _targets(inventory: Optional[Path], cluster: Optional[str], hosts: Optional[str], role: Optional[str]):
     """(cluster name, targets, inventory or None): the hosts of --inventory, else of the running cluster."""
-    with heavy_imports():
-        from clusterctl import inventory as inventories, ops, status as statuses
+    from clusterctl import inventory as inventories, state, targets
 
     wanted = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
     if inventory is not None:
         inv = inventories.load(inventory)
-        return inv.name, ops.select(ops.targets_from_inventory(inv), wanted, role), inv
-    current = statuses.load_state(cluster)
-    return current.cluster, ops.select(ops.targets_from_state(current), wanted, role), None
+        return inv.name, targets.select(targets.from_inventory(inv), wanted, role), inv
+    current = state.require(cluster)
+    return current.cluster, targets.select(targets.from_state(current), wanted, role), None
 
 
 HOSTS = typer.Option(None, "--hosts", help="Only these hosts: comma-separated host ids or addresses.")
@@ -304,8 +292,7 @@ def exec_(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import ops
+        from clusterctl import ops
 
         name, targets, _ = _targets(inventory, cluster, hosts, role)
         text = command[0] if len(command) == 1 else shlex.join(command)
@@ -331,8 +318,7 @@ def setup(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import ops
+        from clusterctl import ops
 
         name, targets, inv = _targets(inventory, None, hosts, role)
         if not inv.setup:
@@ -360,19 +346,18 @@ def doctor(
     console = Console(json_output)
 
     def work() -> int:
-        with heavy_imports():
-            from clusterctl import ops, spec, state
+        from clusterctl import doctor as doctors, spec, state
 
         name, targets, inv = _targets(inventory, cluster, None, None)
         if inv is not None:
             address = spec.build(inv).scheduler_address
             try:
                 running = state.load(name) is not None
-            except Exception:  # an unreadable state: doctor still checks the hosts
+            except ClusterctlError:  # an unreadable state: doctor still checks the hosts
                 running = False
         else:
-            address, running = state.load(name).scheduler_address, True
-        result = asyncio.run(ops.doctor(name, targets, address, running))
+            address, running = state.require(name).scheduler_address, True
+        result = asyncio.run(doctors.doctor(name, targets, address, running))
         console.doctor_result(result)
         return result.exit_code
 
@@ -380,12 +365,7 @@ def doctor(
 
 
 def main() -> None:
-    try:
-        app()
-    finally:
-        # The interpreter's last garbage collections would walk every object the imports made
-        # (~0.1 s of CPU, on every command): what exists now is thrown away with the process.
-        gc.freeze()
+    app()
 
 
 if __name__ == "__main__":

@@ -6,14 +6,25 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
 from rich.markup import escape
 from rich.table import Table
 
 from clusterctl.errors import ClusterctlError
+
+if TYPE_CHECKING:  # the results this layer prints; importing them here would load their modules
+    from clusterctl.doctor import DoctorResult
+    from clusterctl.down import DownResult
+    from clusterctl.jobs import SubmitResult
+    from clusterctl.ops import HostRun, RunResult
+    from clusterctl.preflight import HostRow
+    from clusterctl.status import StatusReport
+    from clusterctl.up import UpResult
+
+PACKAGES = ("python", "dask", "distributed", "xgboost")
 
 
 def _size(n: Any) -> str:
@@ -62,7 +73,7 @@ class Console:
     # -- generic -------------------------------------------------------------------------------
     def emit(self, obj: Any) -> None:
         """The whole machine-readable answer of a command: one JSON object on stdout."""
-        if dataclasses.is_dataclass(obj):
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             obj = dataclasses.asdict(obj)
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
         sys.stdout.flush()
@@ -85,7 +96,7 @@ class Console:
             self.out.print(text, markup=False)
 
     @contextlib.contextmanager
-    def progress(self, initial: str) -> Iterator[Any]:
+    def progress(self, initial: str) -> Iterator[Callable[..., None]]:
         """A spinner on stderr; yields a callback that the core calls with events."""
         if self.json or not self.err.is_terminal:
             yield self._plain_progress
@@ -117,19 +128,18 @@ class Console:
         return event
 
     # -- up ------------------------------------------------------------------------------------
-    def host_report(self, rows: list, client: dict) -> None:
+    def host_report(self, rows: list[HostRow], client: dict[str, str | None]) -> None:
         table = Table(title="hosts", title_justify="left")
-        for col in ("host", "roles", "status", "python", "dask", "distributed", "xgboost"):
+        for col in ("host", "roles", "status", *PACKAGES):
             table.add_column(col, no_wrap=True)
-        table.add_row("(client)", "", "", *(str(client.get(k) or "-") for k in
-                                            ("python", "dask", "distributed", "xgboost")))
+        table.add_row("(client)", "", "", *(str(client.get(k) or "-") for k in PACKAGES))
         colour = {"ok": "green", "unreachable": "yellow", "failed": "red"}
         for r in rows:
             table.add_row(escape(r.host), ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
-                          *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")))
+                          *(str(r.versions.get(k) or "-") for k in PACKAGES))
         self.out.print(table)
 
-    def up_result(self, result: Any) -> None:
+    def up_result(self, result: UpResult) -> None:
         if self.json:
             self.emit(result)
             return
@@ -156,36 +166,34 @@ class Console:
                        " clusterctl down", markup=False)
 
     # -- status --------------------------------------------------------------------------------
-    def status(self, report: dict) -> None:
+    def status(self, report: StatusReport) -> None:
         if self.json:
             self.emit(report)
             return
-        s = report["scheduler"]
-        self.out.print(f"cluster [bold]{escape(report['cluster'])}[/]  scheduler {escape(s['address'])}  "
-                       f"alive {_yes(s['alive'])}  dashboard {escape(s['dashboard'])}")
+        s = report.scheduler
+        self.out.print(f"cluster [bold]{escape(report.cluster)}[/]  scheduler {escape(s.address)}  "
+                       f"alive {_yes(s.alive)}  dashboard {escape(s.dashboard)}")
         table = Table(title_justify="left")
         for col in ("name", "host", "pid", "alive", "registered", "threads", "memory", "limit"):
             table.add_column(col)
         lost = "[yellow]host unreachable[/]"
-        table.add_row(escape(f"{s['host']}-scheduler" if s["host"] else "scheduler"), escape(str(s["host"])),
-                      str(s["pid"]),
-                      _yes(s["alive"]) if s.get("reachable", True) else lost, "-", "-", "-", "-")
-        for w in report["workers"]:
-            table.add_row(escape(w["name"]), escape(w["host"]), str(w["pid"]),
-                          _yes(w["alive"]) if w.get("reachable", True) else lost, _yes(w["registered"]),
-                          str(w["nthreads"] or "-"), _size(w["memory"]), _size(w["memory_limit"]))
+        table.add_row(escape(f"{s.host}-scheduler" if s.host else "scheduler"), escape(str(s.host)),
+                      str(s.pid), _yes(s.alive) if s.reachable else lost, "-", "-", "-", "-")
+        for w in report.workers:
+            table.add_row(escape(w.name), escape(w.host), str(w.pid), _yes(w.alive) if w.reachable else lost,
+                          _yes(w.registered), str(w.nthreads or "-"), _size(w.memory), _size(w.memory_limit))
         self.out.print(table)
-        for host, why in report["unreachable"].items():
+        for host, why in report.unreachable.items():
             # The message names its host already ("[10.0.0.5] no answer ...").
             self.err.print(escape(why) if why.startswith(f"[{host}]") else f"[yellow]{escape(host)}[/]: {escape(why)}")
-        if report["healthy"]:
+        if report.healthy:
             self.out.print("[green]healthy[/]")
         else:
             self.out.print("[red]not healthy[/]: run 'clusterctl up INVENTORY' to restart what is missing,"
                            " 'clusterctl logs HOST' to see why")
 
     # -- down ----------------------------------------------------------------------------------
-    def down_result(self, result: Any) -> None:
+    def down_result(self, result: DownResult) -> None:
         if self.json:
             self.emit(result)
             return
@@ -215,7 +223,7 @@ class Console:
                            " hosts above, then run 'clusterctl down' again (or 'down --force').")
 
     # -- submit --------------------------------------------------------------------------------
-    def job_result(self, submitted: Any) -> None:
+    def job_result(self, submitted: SubmitResult) -> None:
         if self.json:
             self.emit({"job": submitted.job, "cluster": submitted.cluster, "run_dir": submitted.run_dir,
                        "seconds": round(submitted.seconds, 3), "artifacts": submitted.artifacts,
@@ -239,7 +247,7 @@ class Console:
         sys.stdout.flush()
 
     # -- exec, setup, doctor ---------------------------------------------------------------------
-    def host_output(self, run: Any) -> None:
+    def host_output(self, run: HostRun) -> None:
         """One host's output as soon as it finishes: stdout lines on stdout, stderr on stderr."""
         for line in run.stdout.splitlines():
             sys.stdout.write(f"[{run.host}] {line}\n")
@@ -250,7 +258,7 @@ class Console:
             sys.stderr.write(f"[{run.host}] {run.error}\n")
         sys.stderr.flush()
 
-    def run_result(self, cluster: str, what: str, command: str, result: Any) -> None:
+    def run_result(self, cluster: str, what: str, command: str, result: RunResult) -> None:
         if self.json:
             self.emit({"cluster": cluster, what: command, "exit_code": result.exit_code,
                        "hosts": [dataclasses.asdict(r) for r in result.runs]})
@@ -267,7 +275,7 @@ class Console:
         ok = sum(1 for r in result.runs if r.exit_status == 0)
         self.out.print(f"{ok} of {len(result.runs)} host(s) succeeded", markup=False)
 
-    def doctor_result(self, result: Any) -> None:
+    def doctor_result(self, result: DoctorResult) -> None:
         if self.json:
             self.emit(result)
             return
@@ -276,14 +284,13 @@ class Console:
         for col in ("host", "roles", "status", "python", "dask", "distributed", "xgboost", "clock",
                     "memory free", "disk free", "scheduler port"):
             table.add_column(col, no_wrap=True)
-        table.add_row("(client)", "", "", *(str(result.client_versions.get(k) or "-") for k in
-                                            ("python", "dask", "distributed", "xgboost")), "", "", "", "")
+        table.add_row("(client)", "", "", *(str(result.client_versions.get(k) or "-") for k in PACKAGES),
+                      "", "", "", "")
         colour = {"ok": "green", "unreachable": "yellow", "problem": "red"}
         for r in result.rows:
             clock = "-" if r.clock_skew is None else f"{r.clock_skew:+.2f} s"
             table.add_row(escape(r.host), ",".join(r.roles), f"[{colour.get(r.status, 'white')}]{r.status}[/]",
-                          *(str(r.versions.get(k) or "-") for k in ("python", "dask", "distributed", "xgboost")),
-                          clock, _size(r.mem_available), _size(r.disk_free), escape(r.scheduler_port or "-"))
+                          *(str(r.versions.get(k) or "-") for k in PACKAGES), clock, _size(r.mem_available), _size(r.disk_free), escape(r.scheduler_port or "-"))
         self.out.print(table)
         for problem in result.problems:
             self.err.print(f"[red]-[/] {escape(problem)}")

@@ -24,6 +24,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" would let
 MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)\Z", re.IGNORECASE)
 HOST_RE = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}\Z")
 DEFAULT_WORKDIR = "/tmp/clusterctl"
+# Dask's own default: a nanny that forks its worker while it runs threads of its own may copy a
+# lock in a held state into the child.
+DEFAULT_START_METHOD = "spawn"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # Limits that keep a hostile or broken file from hanging `up` (an inventory needs 4 levels and a few
 # hundred values): file size, nesting, values once YAML aliases are expanded, processes in all.
@@ -187,7 +190,7 @@ class WorkerGroup:
     nthreads: int | None
     memory_limit: str
     nanny: bool
-    start_method: str = "fork"
+    start_method: str = DEFAULT_START_METHOD
 
 
 @dataclass(frozen=True)
@@ -372,7 +375,7 @@ def _pydantic_message(err: dict) -> str:
     return msg
 
 
-def _keep_most_specific(errors: list[dict]) -> list[dict]:
+def _keep_most_specific(errors: list[Any]) -> list[dict]:
     """A union field fails once per branch; keep one message per location."""
     by_loc: dict[tuple, dict] = {}
     for err in errors:
@@ -418,25 +421,7 @@ def parse(text: str, file: Path) -> Inventory:
                              " (see README, 'Inventory')")
 
     def validate(model: type[BaseModel], value: Any, loc: tuple) -> Any:
-        """Validate one section; on errors record them and retry without the offending keys, so
-        that the checks which need the whole file still run and report their problems too."""
-        try:
-            return model.model_validate(value)
-        except ValidationError as exc:
-            errors = _keep_most_specific(exc.errors())
-            for err in errors:
-                full = loc + tuple(err["loc"])
-                where = full
-                if err["type"] == "invalid_key":  # a key YAML read as None, 1, true: pydantic says 'None'
-                    where, full = full[:-1] + (err.get("input"),), full[:-1] + (_short(err.get("input")),)
-                problems.append((_line_of(lines, where), _field_name(full), _pydantic_message(err)))
-            if not isinstance(value, dict):
-                return None
-            bad = {err["loc"][0] for err in errors if err["loc"]}
-            try:
-                return model.model_validate({k: v for k, v in value.items() if k not in bad})
-            except ValidationError:
-                return None
+        return _validate(model, value, loc, lines, problems)
 
     top = validate(_InventoryFile, {k: v for k, v in data.items() if k not in ("defaults", "scheduler", "workers")}
                    | {"scheduler": {"host": "x"}, "workers": [{"host": "x"}]}, ())
@@ -474,6 +459,28 @@ def parse(text: str, file: Path) -> Inventory:
     return inventory
 
 
+def _validate(model: type[BaseModel], value: Any, loc: tuple, lines: dict, problems: list) -> Any:
+    """Validate one section; on errors record them and retry without the offending keys, so that
+    the checks which need the whole file still run and report their problems too."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = _keep_most_specific(list(exc.errors()))
+        for err in errors:
+            full = loc + tuple(err["loc"])
+            where = full
+            if err["type"] == "invalid_key":  # a key YAML read as None, 1, true: pydantic says 'None'
+                where, full = full[:-1] + (err.get("input"),), full[:-1] + (_short(err.get("input")),)
+            problems.append((_line_of(lines, where), _field_name(full), _pydantic_message(err)))
+        if not isinstance(value, dict):
+            return None
+        bad = {err["loc"][0] for err in errors if err["loc"]}
+        try:
+            return model.model_validate({k: v for k, v in value.items() if k not in bad})
+        except ValidationError:
+            return None
+
+
 def _yaml_problem(exc: yaml.YAMLError, text: str, file: Path) -> str:
     """``FILE:LINE: not valid YAML: what`` for any error PyYAML raises."""
     if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, ESC, ...)
@@ -494,90 +501,98 @@ def _resolve(name: str, raw_defaults: _Defaults, s: _SchedulerEntry | None,
         origin = "" if ("name",) in lines else " (taken from the file name; set 'name:' in the file)"
         problems.append((_line_of(lines, ("name",)), "name", f"{_short(name)} is not a usable cluster name"
                          f" (letters, digits, '_', '.', '-'; at most 63){origin}"))
-    defaults = raw_defaults.model_dump(exclude_none=True)
-    if "port" in defaults and "ssh_port" in defaults and defaults["port"] != defaults["ssh_port"]:
-        problems.append((_line_of(lines, ("defaults", "ssh_port")), "defaults.ssh_port",
-                         f"differs from defaults.port ({defaults['port']}); both name the SSH port, keep one"))
-    if "port" in defaults:
-        defaults.setdefault("ssh_port", defaults.pop("port"))
-
-    def setting(entry: BaseModel, loc: tuple, field: str, fallback: Any = None) -> tuple[Any, tuple]:
-        value = getattr(entry, field, None)
-        if value is not None:
-            return value, loc + (field,)
-        if field in defaults:
-            return defaults[field], ("defaults", field if field in raw_defaults.model_fields_set
-                                     else "port")
-        return fallback, loc
-
-    def host_of(entry: BaseModel, loc: tuple, ssh_port: int | None) -> Host:
-        connection, _ = setting(entry, loc, "connection", "ssh")
-        identity, identity_loc = setting(entry, loc, "identity_file")
-        if identity is not None:
-            identity = os.path.expanduser(identity)
-            if connection == "ssh" and not (os.path.isfile(identity) and os.access(identity, os.R_OK)):
-                problems.append((_line_of(lines, identity_loc), _field_name(identity_loc),
-                                 f"identity file {identity} is missing or unreadable"))
-        timeout, _ = setting(entry, loc, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        user, _ = setting(entry, loc, "user")
-        return Host(address=entry.host, connection=connection, ssh_port=ssh_port, user=user,
-                    identity_file=identity, connect_timeout=float(timeout))
-
-    def python_of(entry: BaseModel, loc: tuple, host: Host) -> str:
-        python, _ = setting(entry, loc, "python")
-        return python or (sys.executable if host.connection == "local" else "python3")
-
-    ids: dict[str, tuple[tuple, str]] = {}  # Host.id -> (address, port), where
-
-    def claim_id(host: Host, pair: tuple, loc: tuple) -> None:
-        """Directories, process names and the state are keyed by Host.id: two hosts may not share one."""
-        first = ids.setdefault(host.id, (pair, _field_name(loc)))
-        if first[0] != pair:
-            problems.append((_line_of(lines, loc), _field_name(loc),
-                             f"host {pair[0]} port {pair[1]} gets the same id {host.id!r} as {first[1]}"
-                             f" ({first[0][0]} port {first[0][1]}); write one of them differently"))
-
-    groups: list[WorkerGroup] = []
-    seen: dict[tuple, int] = {}
-    for i, w in entries:
-        loc = ("workers", i)
-        if w.port is not None and w.ssh_port is not None and w.port != w.ssh_port:
-            problems.append((_line_of(lines, loc + ("ssh_port",)), _field_name(loc + ("ssh_port",)),
-                             f"differs from port ({w.port}); both name the SSH port, keep one"))
-        ssh_port = w.port if w.port is not None else setting(w, loc, "ssh_port")[0]
-        host = host_of(w, loc, ssh_port)
-        pair = (host.address, ssh_port or 22)
-        claim_id(host, pair, loc + ("host",))
-        if pair in seen:
-            problems.append((_line_of(lines, loc + ("host",)), _field_name(loc + ("host",)),
-                             f"host {pair[0]} port {pair[1]} is already listed as workers[{seen[pair]}];"
-                             " use 'nworkers: N' for several workers on one host"))
-        seen.setdefault(pair, i)
-        memory, memory_loc = setting(w, loc, "memory_limit", "auto")
-        if isinstance(memory, str) and not MEMORY_RE.match(memory.strip()):
-            problems.append((_line_of(lines, memory_loc), _field_name(memory_loc),
-                             f"{memory!r} is not a memory size; use auto, bytes, '4GiB' or a fraction like 0.5"))
-        groups.append(WorkerGroup(
-            host=host, python=python_of(w, loc, host),
-            workdir=setting(w, loc, "workdir", DEFAULT_WORKDIR)[0],
-            nworkers=setting(w, loc, "nworkers", 1)[0], nthreads=setting(w, loc, "nthreads")[0],
-            memory_limit=str(memory), nanny=setting(w, loc, "nanny", True)[0],
-            start_method=setting(w, loc, "start_method", "fork")[0]))
+    merged = _Merged(raw_defaults, lines, problems)
+    groups = [merged.worker_group(i, w) for i, w in entries]
     total = sum(g.nworkers for g in groups)
     if total > MAX_PROCESSES:
         problems.append((_line_of(lines, ("workers",)), "workers",
                          f"{total} worker processes in all; at most {MAX_PROCESSES}"))
     if s is None:
         return None
-    s_host = host_of(s, ("scheduler",), setting(s, ("scheduler",), "ssh_port")[0])
-    claim_id(s_host, (s_host.address, s_host.ssh_port or 22), ("scheduler", "host"))
-    if s.port == s.dashboard_port:
-        problems.append((_line_of(lines, ("scheduler", "dashboard_port")), "scheduler.dashboard_port",
-                         f"same as scheduler.port ({s.port}); give the dashboard its own port"))
-    scheduler = SchedulerSpec(host=s_host, python=python_of(s, ("scheduler",), s_host),
-                              workdir=setting(s, ("scheduler",), "workdir", DEFAULT_WORKDIR)[0],
-                              port=s.port, dashboard_port=s.dashboard_port, dashboard_host=s.dashboard_host)
-    return Inventory(name=name, path=str(file.resolve()), scheduler=scheduler, workers=tuple(groups))
+    return Inventory(name=name, path=str(file.resolve()), scheduler=merged.scheduler(s), workers=tuple(groups))
+
+
+class _Merged:
+    """Host entries with the defaults merged in, checked against each other as they come."""
+
+    def __init__(self, raw_defaults: _Defaults, lines: dict, problems: list):
+        self.raw_defaults, self.lines, self.problems = raw_defaults, lines, problems
+        self.defaults = raw_defaults.model_dump(exclude_none=True)
+        if "port" in self.defaults and "ssh_port" in self.defaults and self.defaults["port"] != self.defaults["ssh_port"]:
+            self.problem(("defaults", "ssh_port"),
+                         f"differs from defaults.port ({self.defaults['port']}); both name the SSH port, keep one")
+        if "port" in self.defaults:
+            self.defaults.setdefault("ssh_port", self.defaults.pop("port"))
+        self.ids: dict[str, tuple[tuple, str]] = {}  # Host.id -> ((address, port), where)
+        self.seen: dict[tuple, int] = {}  # (address, port) -> index of the worker entry
+
+    def problem(self, loc: tuple, message: str) -> None:
+        self.problems.append((_line_of(self.lines, loc), _field_name(loc), message))
+
+    def setting(self, entry: BaseModel, loc: tuple, field: str, fallback: Any = None) -> tuple[Any, tuple]:
+        """(value, where it came from): the entry's own, else the default, else ``fallback``."""
+        value = getattr(entry, field, None)
+        if value is not None:
+            return value, loc + (field,)
+        if field in self.defaults:
+            return self.defaults[field], ("defaults", field if field in self.raw_defaults.model_fields_set
+                                          else "port")
+        return fallback, loc
+
+    def host(self, entry: _SchedulerEntry | _WorkerEntry, loc: tuple, ssh_port: int | None) -> Host:
+        connection, _ = self.setting(entry, loc, "connection", "ssh")
+        identity, identity_loc = self.setting(entry, loc, "identity_file")
+        if identity is not None:
+            identity = os.path.expanduser(identity)
+            if connection == "ssh" and not (os.path.isfile(identity) and os.access(identity, os.R_OK)):
+                self.problem(identity_loc, f"identity file {identity} is missing or unreadable")
+        timeout, _ = self.setting(entry, loc, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        user, _ = self.setting(entry, loc, "user")
+        host = Host(address=entry.host, connection=connection, ssh_port=ssh_port, user=user,
+                    identity_file=identity, connect_timeout=float(timeout))
+        # Directories, process names and the state are keyed by Host.id: two hosts may not share one.
+        pair = (host.address, ssh_port or 22)
+        first = self.ids.setdefault(host.id, (pair, _field_name(loc + ("host",))))
+        if first[0] != pair:
+            self.problem(loc + ("host",), f"host {pair[0]} port {pair[1]} gets the same id {host.id!r} as"
+                         f" {first[1]} ({first[0][0]} port {first[0][1]}); write one of them differently")
+        return host
+
+    def python(self, entry: BaseModel, loc: tuple, host: Host) -> str:
+        python, _ = self.setting(entry, loc, "python")
+        return python or (sys.executable if host.connection == "local" else "python3")
+
+    def worker_group(self, i: int, w: _WorkerEntry) -> WorkerGroup:
+        loc = ("workers", i)
+        if w.port is not None and w.ssh_port is not None and w.port != w.ssh_port:
+            self.problem(loc + ("ssh_port",), f"differs from port ({w.port}); both name the SSH port, keep one")
+        ssh_port = w.port if w.port is not None else self.setting(w, loc, "ssh_port")[0]
+        host = self.host(w, loc, ssh_port)
+        pair = (host.address, ssh_port or 22)
+        if pair in self.seen:
+            self.problem(loc + ("host",), f"host {pair[0]} port {pair[1]} is already listed as"
+                         f" workers[{self.seen[pair]}]; use 'nworkers: N' for several workers on one host")
+        self.seen.setdefault(pair, i)
+        memory, memory_loc = self.setting(w, loc, "memory_limit", "auto")
+        if isinstance(memory, str) and not MEMORY_RE.match(memory.strip()):
+            self.problem(memory_loc, f"{memory!r} is not a memory size; use auto, bytes, '4GiB' or a fraction"
+                         " like 0.5")
+        return WorkerGroup(
+            host=host, python=self.python(w, loc, host),
+            workdir=self.setting(w, loc, "workdir", DEFAULT_WORKDIR)[0],
+            nworkers=self.setting(w, loc, "nworkers", 1)[0], nthreads=self.setting(w, loc, "nthreads")[0],
+            memory_limit=str(memory), nanny=self.setting(w, loc, "nanny", True)[0],
+            start_method=self.setting(w, loc, "start_method", DEFAULT_START_METHOD)[0])
+
+    def scheduler(self, s: _SchedulerEntry) -> SchedulerSpec:
+        loc = ("scheduler",)
+        host = self.host(s, loc, self.setting(s, loc, "ssh_port")[0])
+        if s.port == s.dashboard_port:
+            self.problem(("scheduler", "dashboard_port"),
+                         f"same as scheduler.port ({s.port}); give the dashboard its own port")
+        return SchedulerSpec(host=host, python=self.python(s, loc, host),
+                             workdir=self.setting(s, loc, "workdir", DEFAULT_WORKDIR)[0],
+                             port=s.port, dashboard_port=s.dashboard_port, dashboard_host=s.dashboard_host)
 
 
 def _tls(raw: Any, lines: dict, problems: list) -> TlsConfig:

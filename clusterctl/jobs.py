@@ -30,6 +30,7 @@ from typing import Any
 
 from clusterctl import tls
 from clusterctl.errors import ClusterctlError, UsageError
+from clusterctl.spec import split_address
 from clusterctl.state import ClusterState
 
 CONNECT_TIMEOUT = 10.0
@@ -150,7 +151,7 @@ def run_dir(output: Path | None, job: str) -> Path:
     return output
 
 
-def _bundle(job: Job, into: Path) -> Path:
+def bundle(job: Job, into: Path) -> Path:
     """Zip the job's folder (.py files, packages included) under a name that changes with its content,
     so a re-upload is imported fresh by workers that already imported an older one."""
     folder = job.path.resolve().parent
@@ -159,19 +160,18 @@ def _bundle(job: Job, into: Path) -> Path:
     digest = hashlib.sha256()
     for p in files:
         digest.update(str(p.relative_to(folder)).encode() + p.read_bytes())
-    bundle = into / f"clusterctl-job-{job.name}-{digest.hexdigest()[:12]}.zip"
-    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as zf:
+    archive = into / f"clusterctl-job-{job.name}-{digest.hexdigest()[:12]}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in files:
             zf.write(p, p.relative_to(folder).as_posix())
-    return bundle
+    return archive
 
 
 def check_reachable(address: str, timeout: float = 3.0) -> None:
     """Fail in seconds, with the next step, when nothing listens at the scheduler's address."""
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
+    _, host, port = split_address(address)
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return
     except OSError as exc:
         raise ClusterctlError(f"the scheduler at {address} does not answer ({exc.strerror or exc}): see"
@@ -216,9 +216,8 @@ def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path
         return _submit(current, current.scheduler_address, job, params, output, quiet, progress)
     from clusterctl import tunnel as tunnels
 
-    scheme, _, hostport = current.scheduler_address.partition("://")
-    host, _, port = hostport.rpartition(":")
-    with tunnels.forwarded(current, host.strip("[]"), int(port)) as local_port:
+    scheme, host, port = split_address(current.scheduler_address)
+    with tunnels.forwarded(current, host, port) as local_port:
         return _submit(current, f"{scheme}://127.0.0.1:{local_port}", job, params, output, quiet, progress)
 
 
@@ -239,7 +238,7 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
                                   " (see 'clusterctl status')") from None
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                client.upload_file(str(_bundle(job, Path(tmp))))
+                client.upload_file(str(bundle(job, Path(tmp))))
             with _watching(client, progress):
                 result = _call(job, client, params, folder)
         except BaseException:

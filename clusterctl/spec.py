@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from clusterctl.inventory import Host, Inventory
-
-#: Every process clusterctl starts carries this variable, set to its own directory. Its children
-#: inherit it, so a scan of a host's /proc finds everything a process left behind, by name.
-MARKER = "CLUSTERCTL_PROCESS"
+from clusterctl.inventory import Host, Inventory, WorkerGroup
 
 # The scheduler's HTTP routes: the defaults plus the API, which `down` uses to retire workers.
 SCHEDULER_ROUTES = [
@@ -23,22 +18,11 @@ SCHEDULER_ROUTES = [
     "distributed.http.statics",
 ]
 
-
-#: The exit hook every Dask process loads (see clusterctl/preload.py), and where it goes on a host.
-PRELOAD = str(Path(__file__).with_name("preload.py"))
-
-
-# What distributed's nanny sets before it starts a worker (``distributed.nanny.pre-spawn-environ``):
-# one BLAS/OpenMP thread per worker thread. Given to the scheduler and the nanny as well: neither
-# computes, and numpy's OpenBLAS starting one spinning thread per core costs ~0.14 s of CPU per
-# process at import (0.48 -> 0.34 s for ``import distributed`` on 2 cores). A forked worker keeps
-# the BLAS its nanny loaded, so without it the worker ran one BLAS thread per core, unlike a
-# spawned one. A variable the host's login environment sets wins over these.
+# What distributed's nanny sets before it starts a worker (``distributed.nanny.pre-spawn-environ``),
+# given to the scheduler and to each nanny too: neither computes, and OpenBLAS would otherwise start
+# a thread per core in each at import. A worker forked by its nanny keeps the nanny's BLAS, so it
+# gets one thread per worker thread either way. A variable the host's login environment sets wins.
 ONE_BLAS_THREAD = (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"))
-
-
-def preload_path(workdir: str, cluster: str) -> str:
-    return posixpath.join(cluster_root(workdir, cluster), "clusterctl_preload.py")
 
 
 @dataclass(frozen=True)
@@ -53,7 +37,7 @@ class ProcessSpec:
     env_default: tuple[tuple[str, str], ...] = ()  # set only where the host's login environment has not
     ports: tuple[int, ...] = field(default=())  # must be free on the host before start
     files: tuple[tuple[str, str], ...] = ()  # (local, remote): copied 0600 into a 0700 folder first
-    scheduler_file: str = ""  # a worker: where it waits for the scheduler's address (see reconcile)
+    scheduler_file: str = ""  # a worker: where it waits for the scheduler's address (see up.py)
 
     @property
     def log(self) -> str:
@@ -92,55 +76,58 @@ def build(inv: Inventory, tls_files: TlsFiles | None = None) -> ClusterSpec:
     files of its role copied to ``<root>/tls/`` on its host; nothing secret is on a command line."""
     s = inv.scheduler
     scheme = "tls" if tls_files else "tcp"
-    address = f"{scheme}://{_hostport(s.host.address, s.port)}"
+    dash_bind = s.dashboard_host
+    # The dashboard is reached from the scheduler's own host (through its SSH connection), so
+    # loopback works; the link shown to people names the address it listens on.
+    http_host = "127.0.0.1" if dash_bind in ("0.0.0.0", "::", "") else dash_bind
+    dashboard_host = dash_bind if http_host == dash_bind else s.host.address
+    return ClusterSpec(name=inv.name, scheduler=_scheduler(inv, tls_files),
+                       workers=tuple(w for group in inv.workers for w in _workers(inv, group, tls_files)),
+                       scheduler_address=f"{scheme}://{_hostport(s.host.address, s.port)}",
+                       dashboard_url=f"http://{_hostport(dashboard_host, s.dashboard_port)}/status",
+                       http_url=f"http://{_hostport(http_host, s.dashboard_port)}", tls=bool(tls_files))
+
+
+def _scheduler(inv: Inventory, tls_files: TlsFiles | None) -> ProcessSpec:
+    s = inv.scheduler
     name = f"{s.host.id}-scheduler"
     sdir = posixpath.join(cluster_root(s.workdir, inv.name), name)
-    dash_bind = s.dashboard_host
-    scheduler = ProcessSpec(
+    return ProcessSpec(
         name=name, role="scheduler", host=s.host, python=s.python, dir=sdir,
         argv=(s.python, "-m", "dask", "scheduler", "--host", s.host.address, "--port", str(s.port),
-              "--dashboard-address", _hostport(dash_bind, s.dashboard_port),
-              "--pid-file", posixpath.join(sdir, "pid"), "--preload", preload_path(s.workdir, inv.name))
+              "--dashboard-address", _hostport(s.dashboard_host, s.dashboard_port),
+              "--pid-file", posixpath.join(sdir, "pid"))
         + _tls_args(tls_files, s.workdir, inv.name, "scheduler"),
         env=(("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", repr(SCHEDULER_ROUTES)),) + _tls_env(tls_files),
         env_default=ONE_BLAS_THREAD,
         ports=(s.port, s.dashboard_port),
-        files=((PRELOAD, preload_path(s.workdir, inv.name)),) + _tls_copies(tls_files, s.workdir, inv.name, "scheduler"),
+        files=_tls_copies(tls_files, s.workdir, inv.name, "scheduler"),
     )
+
+
+def _workers(inv: Inventory, group: WorkerGroup, tls_files: TlsFiles | None) -> list[ProcessSpec]:
+    # Not the scheduler's address: a worker waits for this file, which clusterctl writes once the
+    # scheduler answers. Started at the same time as the scheduler, a worker that dialled it at once
+    # would back off exponentially (distributed's connect retries with growing pauses).
+    sfile = scheduler_file(group.workdir, inv.name)
+    env = (("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", group.start_method),) + _tls_env(tls_files)
     workers = []
-    for group in inv.workers:
-        for i in range(group.nworkers):
-            wname = f"{group.host.id}-worker-{i}"
-            wdir = posixpath.join(cluster_root(group.workdir, inv.name), wname)
-            # Not the address: the worker waits for this file, which clusterctl writes once the
-            # scheduler answers. Started at the same time as the scheduler, a worker that dialled
-            # it at once would back off exponentially (distributed's connect: up to seconds).
-            sfile = scheduler_file(group.workdir, inv.name)
-            argv = [group.python, "-m", "dask", "worker", "--scheduler-file", sfile, "--name", wname,
-                    "--host", group.host.address, "--memory-limit", group.memory_limit,
-                    "--local-directory", wdir, "--pid-file", posixpath.join(wdir, "pid"),
-                    "--nanny" if group.nanny else "--no-nanny", "--no-dashboard",
-                    # The process that exits at down: the nanny (its forked worker ends with os._exit).
-                    "--preload-nanny" if group.nanny else "--preload", preload_path(group.workdir, inv.name)]
-            if group.nthreads:
-                argv += ["--nthreads", str(group.nthreads)]
-            argv += _tls_args(tls_files, group.workdir, inv.name, "worker")
-            # The nanny forks its worker by default: a spawned one imports distributed all over again
-            # (~0.75 s of CPU each), and the nanny has loaded nothing a fork could not share.
-            env = (("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", group.start_method),) + _tls_env(tls_files)
-            workers.append(ProcessSpec(name=wname, role="worker", host=group.host, python=group.python,
-                                       dir=wdir, argv=tuple(argv), env=env,
-                                       env_default=ONE_BLAS_THREAD if group.nanny else (),
-                                       files=((PRELOAD, preload_path(group.workdir, inv.name)),)
-                                       + _tls_copies(tls_files, group.workdir, inv.name, "worker"),
-                                       scheduler_file=sfile))
-    # The dashboard is reached from the scheduler's own host (the agent), so loopback works.
-    http_host = "127.0.0.1" if dash_bind in ("0.0.0.0", "::", "") else dash_bind
-    http = f"http://{_hostport(http_host, s.dashboard_port)}"
-    dashboard = f"http://{_hostport(dash_bind if http_host == dash_bind else s.host.address, s.dashboard_port)}/status"
-    return ClusterSpec(name=inv.name, scheduler=scheduler, workers=tuple(workers),
-                       scheduler_address=address, dashboard_url=dashboard, http_url=http,
-                       tls=bool(tls_files))
+    for i in range(group.nworkers):
+        name = f"{group.host.id}-worker-{i}"
+        wdir = posixpath.join(cluster_root(group.workdir, inv.name), name)
+        argv = [group.python, "-m", "dask", "worker", "--scheduler-file", sfile, "--name", name,
+                "--host", group.host.address, "--memory-limit", group.memory_limit,
+                "--local-directory", wdir, "--pid-file", posixpath.join(wdir, "pid"),
+                "--nanny" if group.nanny else "--no-nanny", "--no-dashboard"]
+        if group.nthreads:
+            argv += ["--nthreads", str(group.nthreads)]
+        argv += _tls_args(tls_files, group.workdir, inv.name, "worker")
+        workers.append(ProcessSpec(name=name, role="worker", host=group.host, python=group.python,
+                                   dir=wdir, argv=tuple(argv), env=env,
+                                   env_default=ONE_BLAS_THREAD if group.nanny else (),
+                                   files=_tls_copies(tls_files, group.workdir, inv.name, "worker"),
+                                   scheduler_file=sfile))
+    return workers
 
 
 def scheduler_file(workdir: str, cluster: str) -> str:
@@ -173,4 +160,11 @@ def _tls_copies(tls_files: TlsFiles | None, workdir: str, cluster: str, role: st
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_address(address: str) -> tuple[str, str, int]:
+    """``tls://[::1]:8786`` -> ("tls", "::1", 8786): a scheduler address in its parts."""
+    scheme, _, hostport = address.rpartition("://")
+    host, _, port = hostport.rpartition(":")
+    return scheme, host.strip("[]"), int(port)
 

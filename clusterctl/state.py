@@ -69,6 +69,10 @@ class ClusterState:
         """The interpreter the host's agent runs with."""
         return self.pythons.get(host_id, "python3")
 
+    @property
+    def scheduler(self) -> ProcessRecord | None:
+        return next((r for r in self.processes if r.role == "scheduler"), None)
+
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, **asdict(self)}
 
@@ -115,6 +119,16 @@ def load(name: str) -> ClusterState | None:
         return ClusterState(**raw)
     except (TypeError, KeyError) as exc:
         raise StateError(_corrupt(path, name, f"missing or unexpected field ({exc})")) from None
+
+
+def require(name: str | None) -> ClusterState:
+    """The state of ``name`` (default: the cluster brought up last); ``StateError`` if it is not up."""
+    cluster = resolve_name(name)
+    current = load(cluster)
+    if current is None:
+        raise StateError(f"cluster {cluster!r} is not up (no state in {state_path(cluster)}):"
+                         " run 'clusterctl up INVENTORY' first")
+    return current
 
 
 def _corrupt(path: Path, name: str, why: str) -> str:

@@ -116,7 +116,8 @@ def for_inventory(config, cluster_dir: Path, cluster: str, rotate: bool = False)
         roles = {role: (config.ca_file, config.cert, config.key) for role in ROLES}
     else:
         ensure(cluster_dir, cluster, rotate=rotate)
-        roles = {role: tuple(str(p) for p in vars(credentials(cluster_dir, role)).values()) for role in ROLES}
+        roles = {role: (str(c.ca), str(c.cert), str(c.key))
+                 for role, c in ((role, credentials(cluster_dir, role)) for role in ROLES)}
     ca, cert, key = roles["client"]
     return roles, {"mode": config.mode, "ca": ca, "cert": cert, "key": key,
                    "fingerprint": fingerprint(*roles["scheduler"], *roles["worker"])}

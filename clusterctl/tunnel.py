@@ -10,12 +10,13 @@ from collections.abc import Iterator
 
 from clusterctl import state as states
 from clusterctl.errors import ClusterctlError, StateError
+from clusterctl.inventory import Host
 from clusterctl.state import ClusterState
 from clusterctl.transport import Pool
 
 
-def scheduler_host(current: ClusterState):
-    record = next((r for r in current.processes if r.role == "scheduler"), None)
+def scheduler_host(current: ClusterState) -> Host:
+    record = current.scheduler
     if record is None:
         raise StateError(f"cluster {current.cluster!r} has no scheduler recorded: run 'clusterctl up' first")
     return current.host(record.host)
@@ -30,10 +31,9 @@ def forwarded(current: ClusterState, dest_host: str, dest_port: int, local_port:
 
     async def hold() -> None:
         async with Pool(states.home() / "known_hosts") as pool:
-            await pool.open([host])
-            transport = pool.get(host)
+            transport = await pool.connect(host)
             if transport is None:
-                raise pool.failure(host)
+                raise pool.failure(host) or ClusterctlError(f"[{host.id}] not connected")
             outcome["port"], listener = await transport.forward(dest_host, dest_port, local_port)
             started.set()
             while not stop.is_set():

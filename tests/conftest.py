@@ -81,9 +81,6 @@ def cli(tmp_path):
 CLIENT_PYTHON = sys.executable  # the lab hosts share this machine's filesystem, so its venv too
 
 
-CLIENT_PYTHON = sys.executable  # the hosts share this machine's filesystem, so its venv too
-
-
 def inventory_text(lab, workdir: Path, workers: list[str], *, name: str = "lab",
                    extra_worker: str = "", scheduler_extra: str = "", top: str = "",
                    ports: tuple[int, int] = (8786, 8787)) -> str:
@@ -99,30 +96,43 @@ def inventory_text(lab, workdir: Path, workers: list[str], *, name: str = "lab",
     return "\n".join(lines) + "\n"
 
 
+MARKED = ("for p in /proc/[0-9]*; do m=$(tr '\\0' '\\n' < $p/environ 2>/dev/null | grep '^CLUSTERCTL_PROCESS=');"
+          " [ -n \"$m\" ] && echo \"${p#/proc/} ${m#CLUSTERCTL_PROCESS=} $(tr '\\0' ' ' < $p/cmdline)\"; done; true")
+
+
+def marked(lab, host, cluster: str | None = None) -> dict[int, str]:
+    """pid -> command line of every process on a host that carries clusterctl's marker (of
+    ``cluster``: its folder is in the marker, which children such as a spawned worker inherit)."""
+    res = lab.ssh(host, MARKED)
+    assert res.returncode == 0, res.stderr
+    found = {}
+    for line in res.stdout.splitlines():
+        pid, marker, args = (line.split(" ", 2) + ["", ""])[:3]
+        if pid.isdigit() and (cluster is None or f"/{cluster}/" in marker):
+            found[int(pid)] = args.strip()
+    return found
+
+
 def dask_processes(lab, host, cluster: str | None = None) -> list[str]:
-    """Dask processes on a host (over SSH); with ``cluster``, only that cluster's: their command
-    lines hold its directory (a forked worker keeps its nanny's command line)."""
-    return [args for _, args in lab.processes(host)
-            if ("-m dask" in args or "multiprocessing" in args)
-            and (cluster is None or f"/{cluster}/" in args)]
+    """Command lines of the Dask processes on a host (over SSH): schedulers, nannies and the workers
+    they start, not multiprocessing's resource tracker beside a nanny (``clean`` counts that too, by
+    its marker). With ``cluster``, only that cluster's: those whose command line or marker holds its
+    folder."""
+    mine = marked(lab, host, cluster) if cluster is not None else {}
+    return [args for pid, args in lab.processes(host)
+            if ("-m dask" in args or "multiprocessing" in args) and "resource_tracker" not in args
+            and (cluster is None or f"/{cluster}/" in args or pid in mine)]
 
 
 def started(workdir: Path, cluster: str) -> list[Path]:
-    """The logs of the cluster's processes that a start has let run (it writes the header first).
-    A process that exists may only be held by the preflight (see clusterctl/agent.py: START)."""
+    """The logs of the cluster's processes that a start has begun (the agent writes the header first)."""
     return [log for log in Path(workdir).glob(f"{cluster}/*/log")
             if log.read_bytes().startswith(b"--- clusterctl: starting ")]
 
 
-def resident_agents(lab, host, cluster: str | None = None) -> list[tuple[int, str]]:
-    """(pid, args) of the resident clusterctl agents on a host (see clusterctl/agent.py: listen)."""
-    return [(pid, args) for pid, args in lab.processes(host)
-            if "clusterctl_agent.py listen" in args and (cluster is None or f"/{cluster}/" in args)]
-
-
 def clean(lab, hosts, cluster: str | None = None) -> bool:
-    """No Dask process and no resident agent (of ``cluster``) on any of ``hosts``."""
-    return all(dask_processes(lab, h, cluster) == [] and resident_agents(lab, h, cluster) == [] for h in hosts)
+    """No Dask process, and nothing that carries the marker (of ``cluster``), on any of ``hosts``."""
+    return all(dask_processes(lab, h, cluster) == [] and not marked(lab, h, cluster) for h in hosts)
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,10 @@ def status(ssh_cli: Cli, cluster: str) -> Result:
 def worker_child(lab, host, nanny_pid: int) -> int:
     """The worker process its nanny started (pids as the host sees them)."""
     kids = lab.ssh(host, f"ps -o pid=,args= --ppid {nanny_pid}").stdout.splitlines()
-    workers = [int(line.split()[0]) for line in kids if "dask worker" in line or "multiprocessing" in line]
+    # A spawned worker runs multiprocessing's spawn_main; the nanny's other child, multiprocessing's
+    # resource tracker, is not a worker.
+    workers = [int(line.split()[0]) for line in kids
+               if ("dask worker" in line or "multiprocessing" in line) and "resource_tracker" not in line]
     assert len(workers) == 1, kids
     return workers[0]
 
@@ -322,7 +325,7 @@ def test_ctrl_c_during_up_stops_what_it_started_on_every_host(lab, ssh_cli, writ
     inv = write_inventory([h.addr for h in hosts[1:]], name="ctrlc")
     proc = start_cli(home, "up", inv)
     try:
-        # Started, not only held by the preflight (the lab's hosts share this machine's files).
+        # Started (the lab's hosts share this machine's files).
         wait_for(lambda: started(workdir, "ctrlc"), 60, "up to start a process", interval=0.01)
         proc.send_signal(signal.SIGINT)
         result = finish(proc, timeout=60)

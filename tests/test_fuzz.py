@@ -70,13 +70,13 @@ from hypothesis.configuration import set_hypothesis_home_dir
 # Hypothesis keeps a cache under ./.hypothesis even without an example database: not in the repository.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "clusterctl-hypothesis")
 
-from clusterctl import inventory, spec
+from clusterctl import agent, inventory, spec
 from clusterctl.cli import app
 from clusterctl.errors import InventoryError
 
 REPO = Path(__file__).resolve().parents[1]
 TRIVIAL = REPO / "tests" / "jobs" / "trivial.py"
-MARKER = spec.MARKER.encode() + b"="
+MARKER = agent.MARKER.encode() + b"="
 TAG = "fuzz"  # in every generated name, file name and workdir: "our" processes are recognisable
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=True,
@@ -485,7 +485,7 @@ def check_refused(result, path: Path, nlines: int, *, json_output: bool = False)
 
 def check_usable(inv: inventory.Inventory) -> None:
     """What the loader accepted is usable by spec.build and by down --force, contacting nothing."""
-    from clusterctl import teardown
+    from clusterctl import down as downs
 
     assert inventory.NAME_RE.fullmatch(inv.name), inv.name
     cluster = spec.build(inv)
@@ -502,7 +502,7 @@ def check_usable(inv: inventory.Inventory) -> None:
     assert all(len(a) == 1 for a in addresses.values()), f"hosts share an id: {addresses}"
     s = inv.scheduler
     assert 1 <= s.port <= 65535 and 1 <= s.dashboard_port <= 65535 and s.port != s.dashboard_port
-    state = teardown.state_from_inventory(inv)
+    state = downs.state_from_inventory(inv)
     json.dumps(state.to_json(), allow_nan=False)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterctl import inventory, ops
+from clusterctl import inventory, targets
 from clusterctl.errors import InventoryError, UsageError
 
 BASE = """name: o
@@ -44,24 +44,24 @@ def test_bad_setup_names_its_line_and_field(tmp_path, top, field):
 
 
 def test_targets_are_hosts_not_processes_and_selection(tmp_path):
-    targets = ops.targets_from_inventory(load(tmp_path, "setup:\n  - 'true'\n"))
-    assert [(t.host.id, t.roles) for t in targets] == [("127.0.0.1", ["scheduler", "worker"]),
-                                                       ("127.0.0.2", ["worker"])]
-    assert all(t.root == "/tmp/ops-unit/o/" and t.setup == ["true"] for t in targets)
-    assert [t.host.id for t in ops.select(targets, None, "scheduler")] == ["127.0.0.1"]
-    assert [t.host.id for t in ops.select(targets, ["127.0.0.2"], "worker")] == ["127.0.0.2"]
+    found = targets.from_inventory(load(tmp_path, "setup:\n  - 'true'\n"))
+    assert [(t.host.id, t.roles) for t in found] == [("127.0.0.1", ["scheduler", "worker"]),
+                                                     ("127.0.0.2", ["worker"])]
+    assert all(t.root == "/tmp/ops-unit/o/" and t.setup == ["true"] for t in found)
+    assert [t.host.id for t in targets.select(found, None, "scheduler")] == ["127.0.0.1"]
+    assert [t.host.id for t in targets.select(found, ["127.0.0.2"], "worker")] == ["127.0.0.2"]
     with pytest.raises(UsageError, match="127.0.0.9 not in this cluster"):
-        ops.select(targets, ["127.0.0.9"], None)
+        targets.select(found, ["127.0.0.9"], None)
     with pytest.raises(UsageError, match="--role"):
-        ops.select(targets, None, "nanny")
+        targets.select(found, None, "nanny")
     with pytest.raises(UsageError, match="no host matches"):
-        ops.select(targets, ["127.0.0.2"], "scheduler")
+        targets.select(found, ["127.0.0.2"], "scheduler")
 
 
 def test_placeholders_are_shell_quoted(tmp_path):
-    t = ops.targets_from_inventory(load(tmp_path))[0]
+    t = targets.from_inventory(load(tmp_path))[0]
     t.python = "/opt/my env/python"
-    assert ops.expand("{python} -m pip list; ls {workdir}", t) == "'/opt/my env/python' -m pip list; ls /tmp/ops-unit/o/"
+    assert targets.expand("{python} -m pip list; ls {workdir}", t) == "'/opt/my env/python' -m pip list; ls /tmp/ops-unit/o/"
 
 
 def test_exec_and_doctor_without_a_cluster_and_setup_without_commands(cli, tmp_path):

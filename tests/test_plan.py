@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clusterctl.inventory import parse
-from clusterctl.reconcile import Plan, plan
+from clusterctl.plan import Plan, plan
 from clusterctl.spec import ProcessSpec, build
 from clusterctl.state import ProcessRecord
 

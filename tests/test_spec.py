@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clusterctl.inventory import parse
-from clusterctl.spec import PRELOAD, build, cluster_root
+from clusterctl.spec import build, cluster_root
 
 
 def spec_of(text: str, name: str = "c"):
@@ -98,20 +98,6 @@ def test_nanny_flag():
         assert "--nanny" in w.argv and "--no-nanny" not in w.argv
     for w in no_nanny:
         assert "--no-nanny" in w.argv and "--nanny" not in w.argv
-
-
-def test_every_process_loads_the_exit_hook_copied_to_its_host():
-    c = spec_of(TWO_HOSTS)
-    hook = "/shared/cc/c/clusterctl_preload.py"
-    # The process that exits at down: the scheduler, a nanny (its forked worker ends with os._exit),
-    # a worker without a nanny.
-    flags = {w.name: w.argv[w.argv.index(hook) - 1] for w in c.workers}
-    assert flags == {"10.0.0.2-worker-0": "--preload-nanny", "10.0.0.2-worker-1": "--preload-nanny",
-                     "10.0.0.2-worker-2": "--preload-nanny", "10.0.0.3-worker-0": "--preload"}
-    assert c.scheduler.argv[c.scheduler.argv.index(hook) - 1] == "--preload"
-    for p in c.processes:
-        assert (PRELOAD, hook) in p.files
-    assert Path(PRELOAD).is_file() and "def dask_teardown(" in Path(PRELOAD).read_text()
 
 
 def test_dirs_are_unique_when_hosts_share_a_workdir():

@@ -196,7 +196,6 @@ def test_busy_scheduler_port_names_its_holder(lab, ssh_cli, write_inventory):
 def test_scheduler_that_dies_takes_back_everything(lab, ssh_cli, write_inventory, tmp_path):
     # An interpreter that runs everything except the scheduler, which fails at start.
     wrapper = tmp_path / "python"
-    # (Started through agent.START, its command line is `python -c <boot> -m dask scheduler ...`.)
     wrapper.write_text(f"#!/bin/sh\ncase \" $* \" in *' dask scheduler '*) echo 'boom: cannot start' >&2; exit 1;; esac\n"
                        f"exec {CLIENT_PYTHON} \"$@\"\n")
     wrapper.chmod(0o755)
@@ -309,11 +308,8 @@ def test_submit_runs_on_the_lab_workers(lab, ssh_cli, three, tmp_path):
     answer = result.json
     assert answer["total"] == sum(i * i for i in range(30)) and answer["n_workers"] == 3
     assert answer["worker_hosts"] == sorted(h.addr for h in lab.hosts[1:4])
-    # Forked by their nannies, the workers run one BLAS thread each, as distributed's spawned ones do.
+    # The workers run one BLAS thread each (distributed's nanny sets it before it starts a worker).
     assert answer["blas_threads"] and all(n == 1 for _, n in answer["blas_threads"]), answer["blas_threads"]
-    # Held starts imported distributed with the collector off, froze what the imports made (the
-    # workers inherit it from their nannies) and turned the collector back on.
-    assert len(answer["gc"]) == 4 and all(on and frozen > 20000 for on, frozen in answer["gc"]), answer["gc"]
     assert (tmp_path / "run" / "result.json").exists()
 
 

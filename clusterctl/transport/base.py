@@ -18,9 +18,7 @@ class Completed:
 
 
 class Pipe(abc.ABC):
-    """A process on the host that clusterctl talks to line by line (the agent's session)."""
-
-    resident = False  # a connection to the resident agent (see agent.listen), not a process of its own
+    """A process on the host that clusterctl talks to line by line (an agent)."""
 
     @abc.abstractmethod
     async def send(self, data: bytes) -> None:
@@ -41,9 +39,6 @@ class Transport(abc.ABC):
 
     def __init__(self, host: Host):
         self.host = host
-        self.agents: dict[Any, Any] = {}  # interpreter (or (interpreter, "fresh")) -> its agent session (see remote.py)
-        self.agent_root: str | None = None  # the cluster's folder, where its resident agent would listen
-        self.try_resident = False  # whether to ask for it there before starting an agent
 
     @abc.abstractmethod
     async def connect(self) -> None: ...
@@ -55,11 +50,6 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def open_pipe(self, argv: Sequence[str]) -> Pipe:
         """Start argv with its stdin and stdout as pipes to clusterctl, stderr kept for ``end``."""
-
-    async def open_unix(self, path: str) -> Pipe | None:
-        """A byte stream to the Unix socket ``path`` on the host, or None where nothing listens
-        there (or the transport cannot reach one)."""
-        return None
 
     @abc.abstractmethod
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:

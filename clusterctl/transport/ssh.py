@@ -8,7 +8,6 @@ Host keys are trusted on first use and recorded in clusterctl's own known_hosts 
 from __future__ import annotations
 
 import asyncio
-import ctypes.util
 import fcntl
 import shlex
 import socket
@@ -16,31 +15,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 from clusterctl.errors import ConnectError, RemoteError
 from clusterctl.inventory import Host
 from clusterctl.transport.base import Completed, Pipe, Transport
-
-# asyncssh looks for liboqs (post-quantum key exchanges: sntrup761, and ML-KEM where cryptography
-# lacks it) with ctypes.util.find_library, which on Linux, for a library that the ld.so cache does
-# not list, runs gcc and then ld to find it: ~35 ms of every command before the first host is
-# contacted, wherever liboqs is not installed. During that import liboqs is looked up in the
-# cache only (`ldconfig -p`, what find_library tries first): one installed in the system's library
-# path is still found; one that only gcc's or LD_LIBRARY_PATH's paths hold is not (nor, where
-# `ldconfig -p` does not work, as on musl, any), and the hosts agree on another key exchange
-# (curve25519 always; ML-KEM where cryptography has it). Other libraries are looked up as before.
-_find_library = ctypes.util.find_library
-_in_cache = getattr(ctypes.util, "_findSoname_ldconfig", None)  # Linux only
-
-
-def _find_in_cache_for_oqs(name: str) -> str | None:
-    return _in_cache(name) if _in_cache is not None and name in ("oqs", "liboqs") else _find_library(name)
-
-
-ctypes.util.find_library = _find_in_cache_for_oqs
-try:
-    import asyncssh
-finally:
-    ctypes.util.find_library = _find_library
 
 # OpenSSH servers allow 10 sessions per connection by default (MaxSessions).
 MAX_SESSIONS = 8
@@ -118,9 +97,9 @@ class SSHTransport(Transport):
         except asyncssh.Error as exc:
             raise ConnectError(f"[{self.host.id}] SSH to {self._where} failed: {exc.reason}") from None
         if not recorded:
-            key = self._conn.get_server_host_key()
-            if key is not None:
-                self._record_key(key)
+            server_key = self._conn.get_server_host_key()
+            if server_key is not None:
+                self._record_key(server_key)
 
     async def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float) -> Completed:
         if self._conn is None:
@@ -148,15 +127,6 @@ class SSHTransport(Transport):
             self._sessions.release()
             raise RemoteError(f"[{self.host.id}] lost the SSH connection: {getattr(exc, 'reason', None) or exc}") from None
         return _SSHPipe(process, self._sessions.release)
-
-    async def open_unix(self, path: str) -> Pipe | None:
-        if self._conn is None:
-            return None
-        try:  # a direct-streamlocal channel: sshd connects to the socket, no process starts
-            reader, writer = await self._conn.open_unix_connection(path, encoding=None)
-        except (OSError, asyncssh.Error):
-            return None  # nothing listens, or the server forbids forwarding
-        return _StreamPipe(reader, writer)
 
     async def open_connection(self, host: str, port: int) -> tuple[Any, Any]:
         if self._conn is None:
@@ -195,50 +165,25 @@ class SSHTransport(Transport):
             self._conn = None
 
 
-class _StreamPipe(Pipe):
-    """Lines over an SSH channel's streams. As such, a connection to the resident agent: ``end``
-    closes it and waits for the agent's side to close."""
+class _SSHPipe(Pipe):
+    """A process of an SSH session (its stdin and stdout), e.g. an agent."""
 
-    resident = True
-
-    def __init__(self, reader: asyncssh.SSHReader, writer: asyncssh.SSHWriter):
-        self._reader, self._writer = reader, writer
+    def __init__(self, process: asyncssh.SSHClientProcess, release: Callable[[], None]):
+        self._process = process
+        self._release: Callable[[], None] | None = release
 
     async def send(self, data: bytes) -> None:
         try:
-            self._writer.write(data)
-            await self._writer.drain()
+            self._process.stdin.write(data)
+            await self._process.stdin.drain()
         except (OSError, asyncssh.Error):
             pass
 
     async def readline(self) -> bytes:
         try:
-            return await self._reader.readline()
+            return await self._process.stdout.readline()
         except (OSError, asyncssh.Error):
             return b""
-
-    async def end(self, timeout: float) -> tuple[int, str]:
-        try:
-            self._writer.write_eof()
-            async with asyncio.timeout(timeout):
-                while await self._reader.read(65536):
-                    pass
-        except (OSError, asyncssh.Error, TimeoutError):
-            pass
-        finally:
-            self._writer.close()
-        return 0, ""
-
-
-class _SSHPipe(_StreamPipe):
-    """The agent as a process of an SSH session (its stdin and stdout)."""
-
-    resident = False
-
-    def __init__(self, process: asyncssh.SSHClientProcess, release: Callable[[], None]):
-        super().__init__(process.stdout, process.stdin)
-        self._process = process
-        self._release: Callable[[], None] | None = release
 
     async def end(self, timeout: float) -> tuple[int, str]:
         err = b""

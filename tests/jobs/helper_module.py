@@ -16,8 +16,3 @@ def blas_threads():
     import threadpoolctl
     return sorted({(pool["internal_api"], pool["num_threads"]) for pool in threadpoolctl.threadpool_info()})
 
-
-def gc_state():
-    """(collector on, objects frozen) in this process: see clusterctl/agent.py, START."""
-    import gc
-    return gc.isenabled(), gc.get_freeze_count()

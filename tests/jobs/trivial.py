@@ -17,6 +17,5 @@ def run(client, n: int = 10, scale: float = 1.0, fail: bool = False, label: str 
     total = sum(client.gather(futures)) * scale
     hosts = sorted(set(client.run(helper_module.where).values()))
     blas = sorted({tuple(pool) for pools in client.run(helper_module.blas_threads).values() for pool in pools})
-    gc_states = [*client.run(helper_module.gc_state).values(), client.run_on_scheduler(helper_module.gc_state)]
     return {"total": total, "label": label, "n_workers": len(client.scheduler_info()["workers"]),
-            "worker_hosts": hosts, "blas_threads": blas, "gc": gc_states, "artifacts": {"numbers.txt": b"0 1 4 9\n"}}
+            "worker_hosts": hosts, "blas_threads": blas, "artifacts": {"numbers.txt": b"0 1 4 9\n"}}

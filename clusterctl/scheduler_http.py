@@ -1,0 +1,81 @@
+"""The scheduler's HTTP endpoints, reached through the connection to its host: its identity (which
+workers it sees) and the retirement of workers. No process is started on the host for either.
+
+The dashboard port listens on the scheduler host's loopback by default, so the request travels
+through the SSH connection (a direct-tcpip channel) and is made as the host sees it. Plain
+HTTP/1.0, one request per channel: the server closes after its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from clusterctl.errors import ClusterctlError
+from clusterctl.inventory import Host
+from clusterctl.transport import Pool
+
+HTTP_TIMEOUT = 5.0
+
+
+async def get_json(pool: Pool, host: Host, url: str, body: Any = None,
+                   timeout: float = HTTP_TIMEOUT) -> tuple[Any, str]:
+    """GET (or POST ``body`` as JSON) ``url`` as ``host`` sees it: (decoded JSON, '') or (None, why)."""
+    transport = pool.get(host)
+    if transport is None:
+        failure = pool.failure(host)
+        return None, failure.message if failure else "not connected"
+    parts = urlsplit(url)
+    data = b"" if body is None else json.dumps(body).encode()
+    request = (f"{'GET' if body is None else 'POST'} {parts.path or '/'} HTTP/1.0\r\n"
+               f"Host: {parts.netloc}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await transport.open_connection(parts.hostname or "127.0.0.1", parts.port or 80)
+            try:
+                writer.write(request)
+                raw = await reader.read(-1)
+            finally:
+                writer.close()
+    except TimeoutError:
+        return None, f"no answer from {url} within {timeout:g} s"
+    except ClusterctlError as exc:
+        return None, exc.message
+    except (OSError, EOFError) as exc:
+        return None, f"{url}: {exc}"
+    head, _, payload = bytes(raw).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not status.startswith("HTTP/") or status.split()[1:2] != ["200"]:
+        return None, f"{url}: {status or 'no answer'}"
+    try:
+        return json.loads(payload or b"null"), ""
+    except ValueError:
+        return None, f"{url}: not JSON"
+
+
+async def identity(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
+    """The scheduler's own view (its address, its workers with threads and memory); (None, why) if
+    it does not answer."""
+    return await get_json(pool, host, f"{http_url}/json/identity.json", timeout=timeout)
+
+
+def registered(ident: dict | None) -> dict[str, dict[str, Any]]:
+    """Worker name -> the scheduler's record of it (its address added)."""
+    if not ident:
+        return {}
+    return {str(w.get("name")): {**w, "address": addr} for addr, w in ident.get("workers", {}).items()}
+
+
+async def retire(pool: Pool, host: Host, http_url: str, names: list[str], timeout: float = 10.0) -> bool:
+    """Ask the scheduler to retire the named workers (it moves their data away first). True when
+    it did; False when it had none of them or could not be asked."""
+    ident, _ = await identity(pool, host, http_url)
+    known = registered(ident)
+    addresses = [known[name]["address"] for name in names if name in known]
+    if not addresses:
+        return False
+    _, why = await get_json(pool, host, f"{http_url}/api/v1/retire_workers", {"workers": addresses}, timeout)
+    return why == ""
