@@ -5,13 +5,13 @@
 For each size N it makes a lab of N+1 hosts (network namespaces with their own sshd, see
 tests/lab.py), then alternates, --repeat times:
   - clusterctl: `clusterctl up` until every worker is registered (the command returns), a no-op `up`
-    on the healthy cluster, and `clusterctl down` until every host is verified clean; with `tls: off`
+    on the healthy cluster, `clusterctl status`, and `clusterctl down` until every host is verified
+    clean; with `tls: off`
     (the same plain TCP as SSHCluster) and with the default TLS;
   - SSHCluster: a fresh interpreter running the constructor plus `client.wait_for_workers(N)`
     (timed from its start, as `clusterctl up` is), then `close()`;
 with the same interpreter on the hosts (this one's packages, without the editable clusterctl: see
-host_python), one thread per worker and a nanny in both (each with its default start method:
-SSHCluster's nanny spawns its worker, clusterctl's forks it). Each bring-up's CPU seconds
+host_python), one thread per worker and a nanny that spawns its worker in both. Each bring-up's CPU seconds
 (the whole machine's, from /proc/stat: the lab's hosts share its cores) are reported with it.
 Prints a table of medians, with the ratio of each round's two `up`s (median, min, max), and writes
 bench/results/<name>.json (the medians and every round's figures). Needs root (the lab).
@@ -94,8 +94,9 @@ def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path, python: str) -> dict[
     cli = [PYTHON, "-m", "clusterctl"]
     up, up_cpu = timed(cli + ["up", str(inv)], env)
     noop, _ = timed(cli + ["up", str(inv)], env)
+    status, _ = timed(cli + ["status"], env)
     down, _ = timed(cli + ["down"], env)
-    return {"up": up, "up_cpu": up_cpu, "noop_up": noop, "down": down}
+    return {"up": up, "up_cpu": up_cpu, "noop_up": noop, "status": status, "down": down}
 
 
 # SSHCluster as its users run it: a fresh interpreter, from its start until every worker is registered.
@@ -130,10 +131,12 @@ def run_sshcluster(lab: Lab, n: int, python: str) -> dict[str, float]:
     return {"up": said["ready"] - launched, "up_cpu": said["ready_cpu"] - cpu, "down": said["down"]}
 
 
+def dask_pids(lab: Lab, host) -> list[int]:
+    return [pid for pid, a in lab.processes(host) if "dask" in a or "distributed" in a or "multiprocessing" in a]
+
+
 def leftovers(lab: Lab) -> int:
-    return sum(1 for h in lab.hosts for _, a in lab.processes(h)
-               if ("dask" in a or "distributed" in a or "multiprocessing" in a or "clusterctl_agent.py" in a)
-               and "pkill" not in a)
+    return sum(len(dask_pids(lab, h)) for h in lab.hosts)
 
 
 def main() -> int:
@@ -167,8 +170,10 @@ def main() -> int:
                     runs[system][-1]["leftover_processes"] = left
                     if left:  # counted, then cleared through each host so the next run starts clean
                         print(f"  {system} n={n}: {left} process(es) left after teardown", file=sys.stderr)
-                        for h in lab.hosts:
-                            lab.ssh(h, "pkill -9 -f 'dask|distributed' ; true")
+                        for h in lab.hosts:  # by pid, on the host that owns it
+                            pids = " ".join(map(str, dask_pids(lab, h)))
+                            if pids:
+                                lab.ssh(h, f"kill -9 {pids}; true")
                         time.sleep(1)
                     print(f"  n={n} {system} #{i + 1}: {runs[system][-1]}", file=sys.stderr)
             row = {"workers": n}
@@ -202,7 +207,7 @@ def machine() -> dict:
 def print_table(rows: list[dict]) -> None:
     cols = ["workers", "sshcluster_up", "clusterctl_up", "ratio_up", "sshcluster_up_cpu", "clusterctl_up_cpu",
             "ratio_up_cpu", "pair_ratio_up_median", "pair_ratio_up_min", "pair_ratio_up_max",
-            "clusterctl_tls_up", "clusterctl_noop_up",
+            "clusterctl_tls_up", "clusterctl_noop_up", "clusterctl_status",
             "sshcluster_down", "clusterctl_down", "clusterctl_tls_down", "sshcluster_leftover_processes",
             "clusterctl_leftover_processes"]
     print("| " + " | ".join(cols) + " |")

@@ -1,15 +1,15 @@
-"""`clusterctl up` of two variants on one SSH lab, alternating: what one change is worth.
+"""This checkout against clusterctl at a git revision, on one SSH lab, alternating: what a change costs.
 
-    python bench/bringup_ab.py --old REV [--workers 8] [--repeat 6] [--old-hosts client] [--name NAME]
+    python bench/bringup_ab.py --old REV [--workers 8] [--repeat 6] [--tls] [--start-method M] [--name NAME]
 
 "new" is this checkout; "old" is clusterctl at git revision REV (checked out into a temporary
 worktree and put first on the client's PYTHONPATH; the agent the hosts run comes from the client,
-so it is REV's too). The hosts run bench/bringup.py's host_python, or, for "old" with
-`--old-hosts client`, the client's own interpreter (as the lab's hosts did before this bench gave
-them their own; compare `--old HEAD --old-hosts client`). Each round runs `up` (tls off) then
-`down` of both, in alternating order, and records the wall time of `up` and the CPU the whole
-machine spent during it (/proc/stat). Prints the medians and writes bench/results/<name>.json.
-Needs root (the lab); the machine should be otherwise idle.
+so it is REV's too). Both run the same hosts' interpreter (bench/bringup.py's host_python). Each
+round runs, for both variants in alternating order: `up`, a no-op `up`, `status`, `down`, and
+records each command's wall time (and the CPU the whole machine spent during `up`, from
+/proc/stat). --start-method gives both variants' workers that start method (default: each
+variant's own default). Prints the medians and the median of the per-round ratios new/old, and writes
+bench/results/<name>.json. Needs root (the lab); the machine should be otherwise idle.
 """
 
 from __future__ import annotations
@@ -31,14 +31,35 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bringup import PYTHON, host_python, inventory, machine, timed  # noqa: E402
 from lab import Lab, lab_prerequisites  # noqa: E402
 
+STEPS = ("up", "up_cpu", "noop_up", "status", "down")
+
+
+def one_round(name: str, tree: Path | None, lab: Lab, tmp: Path, workers: int, tls: bool, python: str,
+              start_method: str | None) -> dict:
+    inv = tmp / f"{name}.yaml"
+    text = inventory(lab, tmp / "work", workers, tls, python).replace("name: bench", f"name: ab-{name}")
+    if start_method:
+        text = text.replace("defaults:\n", f"defaults:\n  start_method: {start_method}\n")
+    inv.write_text(text)
+    env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / f"home-{name}")}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    cli = [PYTHON, "-m", "clusterctl"]
+    # cwd: not this checkout, whose clusterctl `python -m` would import first.
+    up, up_cpu = timed(cli + ["up", str(inv)], env, tmp)
+    noop, _ = timed(cli + ["up", str(inv)], env, tmp)
+    status, _ = timed(cli + ["status"], env, tmp)
+    down, _ = timed(cli + ["down"], env, tmp)
+    return {"up": up, "up_cpu": up_cpu, "noop_up": noop, "status": status, "down": down}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", required=True, help="git revision to compare this checkout with")
-    parser.add_argument("--old-hosts", choices=["host", "client"], default="host",
-                        help="the hosts' interpreter for the old variant (default: host_python, as for new)")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=6)
+    parser.add_argument("--tls", action="store_true", help="the default TLS (else tls: off, as bringup.py's first column)")
+    parser.add_argument("--start-method", choices=["spawn", "fork"], help="for both variants' workers")
     parser.add_argument("--name", default="bringup-ab")
     args = parser.parse_args()
     reason = lab_prerequisites()
@@ -47,46 +68,38 @@ def main() -> int:
         return 2
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.old], check=True,
                          capture_output=True, text=True).stdout.strip()
+    runs: dict[str, list[dict]] = {"new": [], "old": []}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "old"), rev], check=True,
                        capture_output=True)
         try:
             with Lab(args.workers + 1, tmp / "lab") as lab:
-                hosts = host_python(tmp / "host-python")
-                variants = {"new": (None, hosts), "old": (tmp / "old", hosts if args.old_hosts == "host" else PYTHON)}
+                python = host_python(tmp / "host-python")
+                trees = {"new": None, "old": tmp / "old"}
                 # Bytecode, as `pip install` leaves it (see bringup.py).
                 subprocess.run([PYTHON, "-m", "compileall", "-q", str(ROOT / "clusterctl"), str(tmp / "old" / "clusterctl")],
                                check=True, capture_output=True)
-                runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
                 for i in range(args.repeat):
                     for name in ("new", "old") if i % 2 == 0 else ("old", "new"):
-                        tree, python = variants[name]
-                        inv = tmp / f"{name}.yaml"
-                        inv.write_text(inventory(lab, tmp / "work", args.workers, False, python).replace(
-                            "name: bench", f"name: ab-{name}"))
-                        env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / f"home-{name}")}
-                        if tree is not None:
-                            env["PYTHONPATH"] = str(tree)
-                        # cwd: not this checkout, whose clusterctl `python -m` would import first.
-                        runs[name].append(timed([PYTHON, "-m", "clusterctl", "up", str(inv)], env, tmp))
-                        time.sleep(0.5)
-                        timed([PYTHON, "-m", "clusterctl", "down"], env, tmp)
+                        runs[name].append(one_round(name, trees[name], lab, tmp, args.workers, args.tls, python,
+                                                     args.start_method))
+                        print(f"  {name} #{len(runs[name])}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[name][-1].items()),
+                              file=sys.stderr)
                         time.sleep(1.0)
-                        print(f"  {name} #{len(runs[name])}: up {runs[name][-1][0]:.2f} s, "
-                              f"{runs[name][-1][1]:.2f} s of CPU", file=sys.stderr)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "old")],
                            capture_output=True)
-    result = {"machine": machine(), "old": rev, "old_hosts": args.old_hosts, "workers": args.workers,
-              "repeat": args.repeat, "runs": runs,
-              "medians": {name: {"up": round(statistics.median(t for t, _ in rs), 3),
-                                 "up_cpu": round(statistics.median(c for _, c in rs), 2)} for name, rs in runs.items()}}
-    for name in ("old", "new"):
-        m = result["medians"][name]
-        label = f"{rev}" + (", hosts on the client's python" if name == "old" and args.old_hosts == "client" else "")
-        print(f"{name} ({label if name == 'old' else 'this checkout'}): up {m['up']:.2f} s, {m['up_cpu']:.2f} s of CPU"
-              f" (medians of {args.repeat}, {args.workers} workers)")
+    medians = {name: {k: round(statistics.median(r[k] for r in rs), 3) for k in STEPS} for name, rs in runs.items()}
+    ratios = {k: round(statistics.median(n[k] / o[k] for n, o in zip(runs["new"], runs["old"])), 3) for k in STEPS}
+    result = {"machine": machine(), "old": rev, "workers": args.workers, "tls": args.tls,
+              "start_method": args.start_method, "repeat": args.repeat,
+              "medians": medians, "ratio_new_over_old": ratios, "runs": runs}
+    print(f"| {args.workers} workers{' TLS' if args.tls else ''} | " + " | ".join(STEPS) + " |")
+    print("|---|" + "---|" * len(STEPS))
+    for name, label in (("old", rev), ("new", "this checkout")):
+        print(f"| {label} | " + " | ".join(f"{medians[name][k]:.2f}" for k in STEPS) + " |")
+    print("| new/old (median of rounds) | " + " | ".join(f"{ratios[k]:.2f}" for k in STEPS) + " |")
     out = ROOT / "bench" / "results" / f"{args.name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten {out.relative_to(ROOT)}")

@@ -1,16 +1,13 @@
-"""Where one `clusterctl up` spends its CPU on the SSH lab, host by host, and what held starts change.
+"""Where one `clusterctl up` spends its CPU on the SSH lab, host by host.
 
-    python bench/bringup_profile.py [--workers 8] [--repeat 3] [--ab]
+    python bench/bringup_profile.py [--workers 8] [--repeat 3]
 
 Makes a lab of N+1 hosts (tests/lab.py) and puts each host's sshd, with everything it starts (login
 shell, agent, scheduler or nanny and worker), in its own cgroup, and the client in another (cgroup v1
 `cpuacct`, as on this project's build machine; needs root). Then, --repeat times, `clusterctl up`
-(tls off) and `down`:
-  - default: each up's timeline in 0.1 s steps (cores busy on the whole machine, the client's and
-    each host's share of a core) and the CPU seconds of the client and of each host, with the
-    long-lived processes' own share on the first hosts;
-  - --ab: alternating, `up` as shipped and `up` with no held starts (the probe asks for none; see
-    "Held starts" in README), and the medians of both.
+(tls off) and `down`: each up's timeline in 0.1 s steps (cores busy on the whole machine, the
+client's and each host's share of a core) and the CPU seconds of the client and of each host, with
+the long-lived processes' own share on the first hosts.
 Prints only; it is a profiling aid for bench/bringup.py's numbers, not a benchmark of its own.
 """
 
@@ -18,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,15 +30,6 @@ from bringup import PYTHON, busy, host_python, inventory  # noqa: E402
 from lab import Lab, _children, lab_prerequisites  # noqa: E402
 
 CGROUPS = Path("/sys/fs/cgroup/cpuacct")
-# `clusterctl` with the probe asking for no held processes (everything else as shipped).
-NO_HOLD = ("import clusterctl.reconcile as r\n"
-           "targets = r._probe_targets\n"
-           "def no_hold(*args):\n"
-           "    found, roles = targets(*args)\n"
-           "    return [t[:4] + ([],) for t in found], roles\n"
-           "r._probe_targets = no_hold\n"
-           "from clusterctl.cli import main\n"
-           "main()\n")
 
 
 def tree(pid: int) -> list[int]:
@@ -109,7 +96,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--ab", action="store_true", help="alternate up with and without held starts")
     args = parser.parse_args()
     reason = lab_prerequisites() or (None if (CGROUPS / "cgroup.procs").exists() else
                                      f"no cgroup v1 cpuacct hierarchy at {CGROUPS}")
@@ -129,24 +115,9 @@ def main() -> int:
             inv = Path(tmp) / "inventory.yaml"
             inv.write_text(inventory(lab, Path(tmp) / "work", n, False, host_python(Path(tmp) / "host-python")))
             env = {**os.environ, "CLUSTERCTL_HOME": str(Path(tmp) / "home")}
-            shipped = [PYTHON, "-m", "clusterctl", "up", str(inv)]
-            no_hold = [PYTHON, "-c", NO_HOLD, "up", str(inv)]
-            times: dict[str, list[tuple[float, float]]] = {"held": [], "not held": []}
-            for i in range(args.repeat):
-                down = [PYTHON, "-m", "clusterctl", "down"]
-                if not args.ab:
-                    profile(groups, client, shipped, env)
-                    subprocess.run(down, env=env, check=True, capture_output=True)
-                    continue
-                for mode in ("held", "not held") if i % 2 == 0 else ("not held", "held"):
-                    cpu = busy()
-                    took = up(shipped if mode == "held" else no_hold, env, client)
-                    times[mode].append((took, busy() - cpu))
-                    subprocess.run(down, env=env, check=True, capture_output=True)
-            if args.ab:
-                for mode, runs in times.items():
-                    print(f"{n} workers, {mode:8s}: up median {statistics.median(t for t, _ in runs):.2f} s, CPU"
-                          f" {statistics.median(c for _, c in runs):.2f} s; runs {[round(t, 2) for t, _ in runs]}")
+            for _ in range(args.repeat):
+                profile(groups, client, [PYTHON, "-m", "clusterctl", "up", str(inv)], env)
+                subprocess.run([PYTHON, "-m", "clusterctl", "down"], env=env, check=True, capture_output=True)
         finally:
             for group in [*groups.values(), client]:
                 if group.exists():

@@ -3,12 +3,12 @@
     python bench/soak.py [--cycles 20] [--seed 1] [--settle 1.0] [--name soak]
 
 Makes a lab of 4 hosts (network namespaces with their own sshd and PID namespace, see tests/lab.py):
-one scheduler and three workers (nanny + forked worker each, TLS on, the defaults). Each cycle:
+one scheduler and three workers (nanny + the worker it spawns, TLS on, the defaults). Each cycle:
 
 1. ``clusterctl up``: must exit 0;
 2. ``clusterctl submit tests/jobs/trivial.py -p n=20``: must exit 0 with the job's result;
 3. ``kill -9`` over SSH, on a random worker host, of its nanny (odd cycles: this orphans the worker
-   it forked, which ``down`` must still find by its marker) or of that worker (even cycles: the nanny
+   it started, which ``down`` must still find by its marker) or of that worker (even cycles: the nanny
    starts a new one); then ``--settle`` seconds;
 4. ``clusterctl down``: must exit 0;
 5. checks, on every host over SSH: no process carrying the ``CLUSTERCTL_PROCESS`` marker, no dask
@@ -128,7 +128,7 @@ def clear(lab: Lab, cli: Cli, inv: Path) -> None:
     cli("down", "--force", "--inventory", inv, "--grace", "2")
     for h in lab.hosts:
         lab.ssh(h, "for f in /proc/[0-9]*/environ; do grep -q " + MARKER + " $f 2>/dev/null &&"
-                " { p=${f#/proc/}; kill -9 ${p%/environ}; }; done; pkill -9 -f '[-]m dask'; true")
+                " { p=${f#/proc/}; kill -9 ${p%/environ}; }; done; true")
     time.sleep(1)
 
 
@@ -136,13 +136,14 @@ def clear(lab: Lab, cli: Cli, inv: Path) -> None:
 
 
 def kill_a_worker(lab: Lab, rng: random.Random, nanny: bool) -> dict:
-    """kill -9 the nanny or its forked worker on a random worker host."""
+    """kill -9 the nanny or the worker it started on a random worker host."""
     host = rng.choice(lab.hosts[1:])
     res = lab.ssh(host, "ps -eo pid=,ppid=,args=")
     procs = []
     for line in res.stdout.splitlines():
         parts = line.split(None, 2)
-        if len(parts) == 3 and parts[0].isdigit() and ("-m dask worker" in parts[2] or "multiprocessing" in parts[2]):
+        if len(parts) == 3 and parts[0].isdigit() and "resource_tracker" not in parts[2] and \
+                ("-m dask worker" in parts[2] or "multiprocessing" in parts[2]):
             procs.append((int(parts[0]), int(parts[1]), parts[2]))
     pids = {p for p, _, _ in procs}
     nannies = [p for p, ppid, _ in procs if ppid not in pids]
@@ -151,7 +152,7 @@ def kill_a_worker(lab: Lab, rng: random.Random, nanny: bool) -> dict:
     if not victims:
         return {"host": host.addr, "killed": None, "what": f"no {'nanny' if nanny else 'worker'} found"}
     pid = rng.choice(victims)
-    what = "nanny" if nanny else "worker (forked by its nanny)"
+    what = "nanny" if nanny else "worker (started by its nanny)"
     killed = lab.ssh(host, f"kill -9 {pid}")
     return {"host": host.addr, "killed": pid, "what": what, "ok": killed.returncode == 0}
 
