@@ -90,7 +90,7 @@ def timed(argv: list[str], env: dict, cwd: Path | None = None) -> tuple[float, f
 def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path, python: str) -> dict[str, float]:
     inv = tmp / f"bench-{n}-{tls}.yaml"
     inv.write_text(inventory(lab, tmp / "work", n, tls, python))
-    env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home")}
+    env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT)}  # this checkout's
     cli = [PYTHON, "-m", "clusterctl"]
     up, up_cpu = timed(cli + ["up", str(inv)], env)
     noop, _ = timed(cli + ["up", str(inv)], env)

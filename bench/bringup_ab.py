@@ -34,16 +34,15 @@ from lab import Lab, lab_prerequisites  # noqa: E402
 STEPS = ("up", "up_cpu", "noop_up", "status", "down")
 
 
-def one_round(name: str, tree: Path | None, lab: Lab, tmp: Path, workers: int, tls: bool, python: str,
+def one_round(name: str, tree: Path, lab: Lab, tmp: Path, workers: int, tls: bool, python: str,
               start_method: str | None) -> dict:
     inv = tmp / f"{name}.yaml"
     text = inventory(lab, tmp / "work", workers, tls, python).replace("name: bench", f"name: ab-{name}")
     if start_method:
         text = text.replace("defaults:\n", f"defaults:\n  start_method: {start_method}\n")
     inv.write_text(text)
-    env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / f"home-{name}")}
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    # Each variant's clusterctl first on the path, whatever the environment has installed.
+    env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / f"home-{name}"), "PYTHONPATH": str(tree)}
     cli = [PYTHON, "-m", "clusterctl"]
     # cwd: not this checkout, whose clusterctl `python -m` would import first.
     up, up_cpu = timed(cli + ["up", str(inv)], env, tmp)
@@ -76,7 +75,7 @@ def main() -> int:
         try:
             with Lab(args.workers + 1, tmp / "lab") as lab:
                 python = host_python(tmp / "host-python")
-                trees = {"new": None, "old": tmp / "old"}
+                trees = {"new": ROOT, "old": tmp / "old"}
                 # Bytecode, as `pip install` leaves it (see bringup.py).
                 subprocess.run([PYTHON, "-m", "compileall", "-q", str(ROOT / "clusterctl"), str(tmp / "old" / "clusterctl")],
                                check=True, capture_output=True)

@@ -32,15 +32,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def up(tmp: Path, name: str, tree: Path | None) -> dict:
+def up(tmp: Path, name: str, tree: Path) -> dict:
     """A local cluster for one variant; the environment its commands run with."""
     inv = tmp / f"{name}.yaml"
     inv.write_text(f"name: bench{name}\ndefaults: {{connection: local, workdir: {tmp}/work}}\n"
                    f"scheduler: {{host: 127.0.0.1, port: {free_port()}, dashboard_port: {free_port()}}}\n"
                    "workers:\n  - {host: 127.0.0.1, nworkers: 2, nthreads: 1}\n")
-    env = {**os.environ, "CLUSTERCTL_HOME": f"{tmp}/home-{name}"}
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    # Each variant's clusterctl first on the path, whatever the environment has installed.
+    env = {**os.environ, "CLUSTERCTL_HOME": f"{tmp}/home-{name}", "PYTHONPATH": str(tree)}
     # cwd: not this checkout, whose clusterctl `python -m` would import first.
     subprocess.run(CLI + ["up", str(inv)], env=env, cwd=tmp, check=True, capture_output=True)
     return env
@@ -70,7 +69,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        trees: dict[str, Path | None] = {"new": None}
+        trees: dict[str, Path] = {"new": ROOT}
         if args.old:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "old"), args.old],
                            check=True, capture_output=True)
