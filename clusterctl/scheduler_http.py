@@ -9,7 +9,10 @@ HTTP/1.0, one request per channel: the server closes after its answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,10 +26,22 @@ HTTP_TIMEOUT = 5.0
 async def get_json(pool: Pool, host: Host, url: str, body: Any = None,
                    timeout: float = HTTP_TIMEOUT) -> tuple[Any, str]:
     """GET (or POST ``body`` as JSON) ``url`` as ``host`` sees it: (decoded JSON, '') or (None, why)."""
+    answer = await _request(pool, host, url, body, timeout)
+    return answer.data, answer.why
+
+
+@dataclass
+class _Answer:
+    data: Any = None
+    why: str = ""
+    date: float | None = None  # the server's clock (its Date header), in seconds since the epoch
+
+
+async def _request(pool: Pool, host: Host, url: str, body: Any, timeout: float) -> _Answer:
     transport = pool.get(host)
     if transport is None:
         failure = pool.failure(host)
-        return None, failure.message if failure else "not connected"
+        return _Answer(why=failure.message if failure else "not connected")
     parts = urlsplit(url)
     data = b"" if body is None else json.dumps(body).encode()
     request = (f"{'GET' if body is None else 'POST'} {parts.path or '/'} HTTP/1.0\r\n"
@@ -41,25 +56,50 @@ async def get_json(pool: Pool, host: Host, url: str, body: Any = None,
             finally:
                 writer.close()
     except TimeoutError:
-        return None, f"no answer from {url} within {timeout:g} s"
+        return _Answer(why=f"no answer from {url} within {timeout:g} s")
     except ClusterctlError as exc:
-        return None, exc.message
+        return _Answer(why=exc.message)
     except (OSError, EOFError) as exc:
-        return None, f"{url}: {exc}"
+        return _Answer(why=f"{url}: {exc}")
     head, _, payload = bytes(raw).partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    status, *headers = head.decode(errors="replace").split("\r\n")
     if not status.startswith("HTTP/") or status.split()[1:2] != ["200"]:
-        return None, f"{url}: {status or 'no answer'}"
+        return _Answer(why=f"{url}: {status or 'no answer'}")
     try:
-        return json.loads(payload or b"null"), ""
+        decoded = json.loads(payload or b"null")
     except ValueError:
-        return None, f"{url}: not JSON"
+        return _Answer(why=f"{url}: not JSON")
+    return _Answer(data=decoded, date=_date(headers))
+
+
+def _date(headers: list[str]) -> float | None:
+    for line in headers:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "date":
+            with contextlib.suppress(TypeError, ValueError):
+                return email.utils.parsedate_to_datetime(value.strip()).timestamp()
+    return None
 
 
 async def identity(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
     """The scheduler's own view (its address, its workers with threads and memory); (None, why) if
     it does not answer."""
     return await get_json(pool, host, f"{http_url}/json/identity.json", timeout=timeout)
+
+
+async def heard_from(pool: Pool, host: Host, http_url: str, address: str,
+                     within: float) -> tuple[dict[str, dict[str, Any]], set[str]] | None:
+    """What the scheduler at ``address`` sees: (worker name -> its record, the names of the workers
+    it heard from in the last ``within`` seconds, by its own clock); None if it does not answer."""
+    answer = await _request(pool, host, f"{http_url}/json/identity.json", None, HTTP_TIMEOUT)
+    if answer.data is None or answer.data.get("address") != address:
+        return None
+    workers = registered(answer.data)
+    if answer.date is None:  # no clock to compare with: the hosts are asked
+        return workers, set()
+    # The Date header has a resolution of one second.
+    fresh = {name for name, w in workers.items() if answer.date - float(w.get("last_seen") or 0) < within + 1}
+    return workers, fresh
 
 
 def registered(ident: dict | None) -> dict[str, dict[str, Any]]:

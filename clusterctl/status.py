@@ -1,4 +1,10 @@
-"""``status``: which recorded processes still run (asked on their hosts) and what the scheduler sees."""
+"""``status``: what the scheduler sees, and which recorded processes still run.
+
+A worker the scheduler has heard from in the last HEARD_WITHIN seconds runs (it sends a heartbeat
+at least every few seconds), and so does a scheduler that answers at its address: only the other
+processes are asked about on their hosts, one agent call per host. A healthy cluster's status thus
+contacts only the scheduler's host, however many workers it has.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from clusterctl.agent_session import Agents
 from clusterctl.errors import FAILED, OK, PARTIAL
 from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
+
+HEARD_WITHIN = 10.0
 
 
 @dataclass
@@ -50,18 +58,25 @@ class StatusReport:
 
 
 async def collect(current: ClusterState) -> StatusReport:
-    """Ask every host which of its recorded processes run, and the scheduler which workers it sees."""
+    """Ask the scheduler which workers it sees, and the hosts only about the processes it does not
+    vouch for: the scheduler itself when it does not answer, a worker it has not heard from lately."""
     scheduler = current.scheduler
     async with Pool(states.home() / "known_hosts") as pool:
-        await pool.open([current.host(h) for h in {r.host for r in current.processes}])
-        alive, unreachable = await processes.alive(Agents(pool), current.processes, lambda r: current.host(r.host))
-        ident = None
-        if scheduler is not None and alive.get(scheduler.name):
-            ident, _ = await scheduler_http.identity(pool, current.host(scheduler.host), current.http_url)
-    seen = scheduler_http.registered(ident)
+        view = None
+        if scheduler is not None:
+            host = current.host(scheduler.host)
+            await pool.connect(host)
+            view = await scheduler_http.heard_from(pool, host, current.http_url, current.scheduler_address,
+                                                   within=HEARD_WITHIN)
+        seen, fresh = view if view is not None else ({}, set())
+        vouched = ({scheduler.name} if scheduler is not None and view is not None else set()) | fresh
+        rest = [r for r in current.processes if r.name not in vouched]
+        await pool.open([current.host(h) for h in {r.host for r in rest}])
+        alive, unreachable = await processes.alive(Agents(pool), rest, lambda r: current.host(r.host))
+    alive.update(dict.fromkeys(vouched, True))
     workers = [_worker(r, alive.get(r.name), seen.get(r.name), r.host not in unreachable)
                for r in current.processes if r.role == "worker"]
-    scheduler_alive = bool(scheduler and alive.get(scheduler.name) and ident is not None)
+    scheduler_alive = bool(scheduler and alive.get(scheduler.name) and view is not None)
     healthy = scheduler_alive and all(w.alive and w.registered for w in workers)
     return StatusReport(
         cluster=current.cluster,

@@ -86,6 +86,30 @@ def test_add_then_remove_worker_hosts(lab, ssh_cli, three, write_inventory):
     assert st.code == 0 and [w["host"] for w in st.json["workers"]] == [h.addr for h in lab.hosts[1:3]]
 
 
+def test_status_asks_only_the_scheduler_about_workers_it_hears_from(lab, ssh_cli, three):
+    """A worker that sent a heartbeat lately runs: status does not ask its host. Once the scheduler
+    stops hearing from one (its host cut off), status asks that host, and says it cannot reach it."""
+    import time
+
+    assert ssh_cli("up", three).code == 0
+    cut = lab.hosts[2]
+    lab.link_down(cut)
+    try:
+        t0 = time.monotonic()
+        trusted = ssh_cli("status", "--json")
+        took = time.monotonic() - t0
+        assert trusted.code == 0, trusted.out + trusted.err  # the host was not asked: no 3 s connect timeout
+        assert trusted.json["unreachable"] == {} and took < 3, took
+        time.sleep(12)  # more than status.HEARD_WITHIN without a heartbeat from the cut-off worker
+        lost = ssh_cli("status", "--json")
+        assert lost.code == 3, lost.out + lost.err
+        assert "no answer" in lost.json["unreachable"][cut.addr]
+        row = next(w for w in lost.json["workers"] if w["host"] == cut.addr)
+        assert row["reachable"] is False and row["alive"] is None
+    finally:
+        lab.link_up(cut)
+
+
 def test_logs_of_one_host(lab, ssh_cli, three):
     assert ssh_cli("up", three).code == 0
     host = lab.hosts[1]
