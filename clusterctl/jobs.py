@@ -150,7 +150,7 @@ def run_dir(output: Path | None, job: str) -> Path:
     return output
 
 
-def _bundle(job: Job, into: Path) -> Path:
+def bundle(job: Job, into: Path) -> Path:
     """Zip the job's folder (.py files, packages included) under a name that changes with its content,
     so a re-upload is imported fresh by workers that already imported an older one."""
     folder = job.path.resolve().parent
@@ -239,7 +239,7 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
                                   " (see 'clusterctl status')") from None
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                client.upload_file(str(_bundle(job, Path(tmp))))
+                client.upload_file(str(bundle(job, Path(tmp))))
             with _watching(client, progress):
                 result = _call(job, client, params, folder)
         except BaseException:
