@@ -18,21 +18,15 @@ only once the fit of partition i - 2 x threads is done, so memory does not grow 
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import sentiment  # noqa: E402
-import sentiment_data  # noqa: E402
-import sentiment_features as features  # noqa: E402
-import sentiment_report as report  # noqa: E402
+import sentiment
+import sentiment_data
+import sentiment_features as features
+import sentiment_report as report
 
 # -- per-partition steps (run on the workers) -------------------------------------------------------
 

@@ -3,22 +3,25 @@ XGBoost), and, marked slow, the full default run on the reviews corpus against t
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-for _module in ("sklearn", "dask_ml", "xgboost", "matplotlib", "pandas", "pyarrow"):
-    pytest.importorskip(_module, reason="the sentiment job's ML dependencies are not installed")
+# The sentiment job's ML dependencies (the ml extra).
+pytest.importorskip("sklearn")
+pytest.importorskip("dask_ml")
+pytest.importorskip("xgboost")
+pytest.importorskip("matplotlib")
+pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+import pandas as pd
+from distributed import Client, LocalCluster
 
-import pandas as pd  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
+import sentiment
+import sentiment_data
+from test_sentiment_data import BAD, GOOD, fake_sentence, make_fake_wheels
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
-sys.path.insert(0, str(JOBS))
-import sentiment  # noqa: E402
-import sentiment_data  # noqa: E402
-from test_sentiment_data import BAD, GOOD, fake_sentence, make_fake_wheels  # noqa: E402
 
 FIELDS = {"accuracy", "roc_auc", "n_train", "n_test", "n_workers", "model", "vectorizer",
           "best_params", "seconds", "data", "chosen", "artifacts"}  # fmt: skip
