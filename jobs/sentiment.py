@@ -120,8 +120,10 @@ def run(
     large_rows: int = 500_000,
     search_rows: int = 100_000,
 ) -> dict:
-    p = dict(locals())
-    del p["client"]
+    p = {"data": data, "vectorizer": vectorizer, "n_features": n_features, "model": model,
+         "search_iter": search_iter, "test_size": test_size, "seed": seed, "baseline": baseline,
+         "npartitions": npartitions, "char_ngrams": char_ngrams, "sublinear_tf": sublinear_tf, "cv": cv,
+         "large_rows": large_rows, "search_rows": search_rows}
     validate(p)
     t_start = time.perf_counter()
     seconds = {}

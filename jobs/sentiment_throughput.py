@@ -175,8 +175,8 @@ def run(
 ) -> dict:
     from distributed import as_completed, wait
 
-    p = dict(locals())
-    del p["client"]
+    p = {"data": data, "n_features": n_features, "char_ngrams": char_ngrams, "test_size": test_size,
+         "alpha": alpha, "seed": seed, "npartitions": npartitions}
     validate(p)
     hasher = features.make_hasher(n_features, char_ngrams)
     client.run(start_sampler)
@@ -243,7 +243,8 @@ def single_node(data: str = "reviews", n_features: int = 2**20, char_ngrams: boo
     TfidfTransformer(use_idf=False)), then SGD partial_fit over the same partitions in the same
     order (same rows, same model). The held-out rows are hashed in the score pass, as on the
     cluster, so both training passes do the same work."""
-    p = dict(locals())
+    p = {"data": data, "n_features": n_features, "char_ngrams": char_ngrams, "test_size": test_size,
+         "alpha": alpha, "seed": seed, "npartitions": npartitions}
     validate(p)
     import pandas as pd
     from sklearn.feature_extraction.text import TfidfTransformer
