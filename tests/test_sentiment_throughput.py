@@ -1,5 +1,5 @@
-"""The streamed throughput job (jobs/sentiment_throughput.py) against its single-node baseline:
-the cluster's chain of partial_fit calls over the same partitions must give the same model."""
+"""The streamed throughput job (bench/throughput_job/sentiment_throughput.py) against its single-node
+baseline: the cluster's chain of partial_fit calls over the same partitions must give the same model."""
 
 import time
 

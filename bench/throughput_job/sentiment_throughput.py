@@ -14,6 +14,12 @@ frequencies), logistic SGD with one pass over the training partitions in order.
 Returns rows per second of the training pass, seconds per stage (measured inside the tasks, summed
 over the workers) and the peak RSS of every worker process (psutil, sampled). Partition i is loaded
 only once the fit of partition i - 2 x threads is done, so memory does not grow with the data.
+
+It imports the sentiment job's modules, which live in jobs/, while submit uploads only this folder:
+bench/sentiment_throughput.py submits it from a folder that holds both, and pytest puts both
+folders on the path (pyproject.toml). This folder holds nothing else because workers import every
+module of an uploaded folder: next to bench/jobs/first_task.py it would be imported, and fail to
+find the sentiment modules, on every submit of that job.
 """
 
 from __future__ import annotations
