@@ -3,9 +3,9 @@
     python bench/sentiment_throughput.py [--data reviews synthetic:400000]
                                          [--sizes 100000 400000 1200000 3600000] [--no-lab] [--name throughput]
 
-Runs jobs/sentiment_throughput.py (load -> split -> hash -> SGD partial_fit chain, streamed, fixed
-parameters) through `clusterctl up` + `clusterctl submit` and its `single_node` function in a fresh
-python process, on the same data:
+Runs bench/throughput_job/sentiment_throughput.py (load -> split -> hash -> SGD partial_fit chain,
+streamed, fixed parameters) through `clusterctl up` + `clusterctl submit` and its `single_node`
+function in a fresh python process, on the same data:
 
 1. comparison, for each --data: single node; the local inventory with 1 worker x 1 thread, 1 worker
    x 2 threads and 2 workers x 1 thread; and (as root) the SSH lab with 4 workers x 1 thread. Rows
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 PYTHON = sys.executable
-JOB = ROOT / "jobs" / "sentiment_throughput.py"
+JOB = ROOT / "bench" / "throughput_job" / "sentiment_throughput.py"
+SENTIMENT = ROOT / "jobs"  # the sentiment job's modules, which the throughput job imports
 ROWS_PER_PARTITION = 50_000
 
 
@@ -51,11 +53,20 @@ def params_for(data: str) -> dict:
     return {"data": data, "npartitions": max(8, -(-n // ROWS_PER_PARTITION))}
 
 
+def job_folder(into: Path) -> Path:
+    """The job in a new folder, next to jobs/sentiment*.py that it imports: submit uploads one folder."""
+    into.mkdir()
+    for path in [JOB, *sorted(SENTIMENT.glob("sentiment*.py"))]:
+        shutil.copy(path, into / path.name)
+    return into / JOB.name
+
+
 def single_node(params: dict) -> dict:
     # A warm-up run first, as the cluster gets: imports, the corpus cache, the hasher's first use.
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import sentiment_throughput as t; "
-            "t.single_node(data='reviews'); print(json.dumps(t.single_node(**json.loads(sys.argv[2]))))")
-    proc = subprocess.run([PYTHON, "-c", code, str(JOB.parent), json.dumps(params)],
+    code = ("import json, sys; import sentiment_throughput as t; "
+            "t.single_node(data='reviews'); print(json.dumps(t.single_node(**json.loads(sys.argv[1]))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(JOB.parent), str(SENTIMENT)])}
+    proc = subprocess.run([PYTHON, "-c", code, json.dumps(params)], env=env,
                           capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"single node run failed: {proc.stderr[-2000:]}")
@@ -70,6 +81,7 @@ class Cluster:
         self.inv = tmp / "inventory.yaml"
         self.inv.write_text(inventory)
         self.env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home")}
+        self.job = job_folder(tmp / "job")
         self.runs = 0
 
     def cli(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
@@ -91,7 +103,7 @@ class Cluster:
         out = self.tmp / f"run{self.runs}"
         args = [a for k, v in params.items() for a in ("-p", f"{k}={v}")]
         start = time.perf_counter()
-        self.cli("submit", str(JOB), *args, "-o", str(out))
+        self.cli("submit", str(self.job), *args, "-o", str(out))
         record = json.loads((out / "result.json").read_text())
         return {**record["result"], "submit_wall_s": round(time.perf_counter() - start, 2)}
 

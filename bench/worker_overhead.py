@@ -3,10 +3,10 @@
     python bench/worker_overhead.py [--partitions 6] [--repeat 3] [--name worker-overhead]
 
 One worker (1 thread, nanny, local) hashes the same synthetic:400000 partitions as the sentiment
-throughput job (jobs/sentiment_throughput.py: vectorize_part), one task at a time. For each setting it
-reports the CPU seconds of the task thread and of the worker's event loop thread (from
-/proc/<pid>/task) over those tasks, and the median seconds of one partition's hashing; the same
-partitions hashed in this process (no Dask) are the baseline. The settings are passed as DASK_*
+throughput job (bench/throughput_job/sentiment_throughput.py: vectorize_part), one task at a time.
+For each setting it reports the CPU seconds of the task thread and of the worker's event loop thread
+(from /proc/<pid>/task) over those tasks, and the median seconds of one partition's hashing; the
+same partitions hashed in this process (no Dask) are the baseline. The settings are passed as DASK_*
 environment variables, as they would be in the hosts' Dask configuration (~/.config/dask/*.yaml).
 Prints a table and writes bench/results/<name>.json.
 """
@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "jobs"))
+# What the measuring process and its workers import: the throughput job, the sentiment modules it
+# imports, and this file. bench/ comes last: its sentiment_throughput.py is the bench script, not the job.
+PYTHONPATH = os.pathsep.join(str(p) for p in (ROOT / "bench" / "throughput_job", ROOT / "jobs", ROOT / "bench"))
 
 SETTINGS = {
     "Dask defaults": {},
@@ -65,14 +67,13 @@ def thread_cpu() -> dict[str, float]:
 
 RUN = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
 import worker_overhead as w
 import sentiment_data
 if __name__ == "__main__":
-    n = int(sys.argv[3])
+    n = int(sys.argv[2])
     pools = sentiment_data.fragments(sentiment_data.reviews_corpus())
     chunks = sentiment_data.synthetic_chunks(400000, 8)[:n + 1]
-    if sys.argv[2] == "plain":
+    if sys.argv[1] == "plain":
         w.hash_partition(pools, chunks[0])  # warm-up, as on the worker
         before = w.thread_cpu()
         seconds = [w.hash_partition(pools, c) for c in chunks[1:]]
@@ -95,9 +96,8 @@ if __name__ == "__main__":
 
 
 def measure(setting: str, partitions: int) -> dict:
-    env = {**os.environ, **SETTINGS.get(setting, {})}
-    proc = subprocess.run([sys.executable, "-c", RUN, str(Path(__file__).parent),
-                           "plain" if setting == "no Dask" else "worker", str(partitions)],
+    env = {**os.environ, **SETTINGS.get(setting, {}), "PYTHONPATH": PYTHONPATH}
+    proc = subprocess.run([sys.executable, "-c", RUN, "plain" if setting == "no Dask" else "worker", str(partitions)],
                           env=env, capture_output=True, text=True, timeout=1800, cwd="/tmp")
     if proc.returncode != 0:
         raise RuntimeError(f"{setting}: {proc.stderr[-2000:]}")

@@ -16,27 +16,21 @@ sentiment_models for why each family is set up as it is.
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from pathlib import Path
 
-# The siblings (sentiment_*.py) are top-level modules: on the workers they come from the uploaded
-# jobs folder; here, make them importable however this file itself was loaded.
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+import dask
+import numpy as np
+import pandas as pd
+from distributed import wait
+from scipy import sparse
 
-import dask  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from distributed import wait  # noqa: E402
-from scipy import sparse  # noqa: E402
-
-import sentiment_data  # noqa: E402
-import sentiment_features as features  # noqa: E402
-import sentiment_models as models  # noqa: E402
-import sentiment_report as report  # noqa: E402
-import sentiment_scale as scale  # noqa: E402
+# The siblings are top-level modules: the job loader puts this folder first on sys.path, and submit
+# uploads the folder to the workers.
+import sentiment_data
+import sentiment_features as features
+import sentiment_models as models
+import sentiment_report as report
+import sentiment_scale as scale
 
 log = logging.getLogger("clusterctl.job")
 
@@ -126,8 +120,10 @@ def run(
     large_rows: int = 500_000,
     search_rows: int = 100_000,
 ) -> dict:
-    p = dict(locals())
-    del p["client"]
+    p = {"data": data, "vectorizer": vectorizer, "n_features": n_features, "model": model,
+         "search_iter": search_iter, "test_size": test_size, "seed": seed, "baseline": baseline,
+         "npartitions": npartitions, "char_ngrams": char_ngrams, "sublinear_tf": sublinear_tf, "cv": cv,
+         "large_rows": large_rows, "search_rows": search_rows}
     validate(p)
     t_start = time.perf_counter()
     seconds = {}

@@ -5,7 +5,6 @@ import bz2
 import gzip
 import random
 import re
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,11 +12,9 @@ import pytest
 
 pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
-sys.path.insert(0, str(JOBS))
-import sentiment_data as sd  # noqa: E402
+import sentiment_data as sd
 
 GOOD = ["wonderful", "moving", "brilliant", "delightful", "superb", "charming", "great", "fresh"]
 BAD = ["dull", "tedious", "awful", "boring", "clumsy", "lifeless", "terrible", "stale"]

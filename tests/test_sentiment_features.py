@@ -2,22 +2,19 @@
 same texts, the analyzer, the search space, and parameter validation."""
 
 import pickle
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("sklearn")
 pytest.importorskip("pandas")
-import dask  # noqa: E402
-import dask.array as da  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import sparse  # noqa: E402
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer  # noqa: E402
+import dask
+import dask.array as da
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-import sentiment_features as sf  # noqa: E402
-import sentiment_models as sm  # noqa: E402
+import sentiment_features as sf
+import sentiment_models as sm
 
 TEXTS = [
     "A three-hour cinema master class.",

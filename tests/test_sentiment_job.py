@@ -3,22 +3,28 @@ XGBoost), and, marked slow, the full default run on the reviews corpus against t
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-for _module in ("sklearn", "dask_ml", "xgboost", "matplotlib", "pandas", "pyarrow"):
-    pytest.importorskip(_module, reason="the sentiment job's ML dependencies are not installed")
+# The sentiment job's ML dependencies (the ml extra).
+pytest.importorskip("sklearn")
+pytest.importorskip("dask_ml")
+pytest.importorskip("xgboost")
+pytest.importorskip("matplotlib")
+pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+import pandas as pd
+from distributed import Client, LocalCluster
 
-import pandas as pd  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
+import sentiment
+import sentiment_data
+from clusterctl import jobs
+from test_sentiment_data import BAD, GOOD, fake_sentence, make_fake_wheels
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
-sys.path.insert(0, str(JOBS))
-import sentiment  # noqa: E402
-import sentiment_data  # noqa: E402
-from test_sentiment_data import BAD, GOOD, fake_sentence, make_fake_wheels  # noqa: E402
 
 FIELDS = {"accuracy", "roc_auc", "n_train", "n_test", "n_workers", "model", "vectorizer",
           "best_params", "seconds", "data", "chosen", "artifacts"}  # fmt: skip
@@ -120,19 +126,35 @@ def test_split_is_deterministic_by_seed_and_keeps_duplicates_together():
     not os.environ.get("CLUSTERCTL_SLOW_TESTS"),
     reason="the full default run (~40 s; downloads the corpus once): set CLUSTERCTL_SLOW_TESTS=1",
 )
-def test_default_run_beats_the_quality_bar(monkeypatch):
-    """All defaults on the reviews corpus, on LocalCluster(2 worker processes x 1 thread)."""
-    import sentiment_local
-
+def test_default_run_beats_the_quality_bar(monkeypatch, tmp_path):
+    """All defaults on the reviews corpus, on LocalCluster(2 worker processes x 1 thread), the job
+    loaded and shipped with clusterctl's own functions, as submit and jobs/sentiment_local.py do."""
     # The real corpus: not the small fake one that this module's other tests point the cache at.
     monkeypatch.delenv("CLUSTERCTL_DATA_CACHE", raising=False)
 
     sentiment_data.reviews_corpus()  # download/parse once, outside the timed run
+    # LocalCluster's scheduler runs in this process, and upload_file imports the zip there too: it
+    # would stay first on sys.path, deleted with the cluster, and break later imports of its modules.
+    monkeypatch.setattr(sys, "path", [*sys.path])
+    job = jobs.load(JOBS / "sentiment.py")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as c:  # fmt: skip
-        sentiment_local.upload_jobs(c, JOBS)
-        result = check_result(sentiment.run(c))
+        c.upload_file(str(jobs.bundle(job, tmp_path)))
+        result = check_result(job.run(c))
     print(json.dumps({k: result[k] for k in ("accuracy", "roc_auc", "chosen", "seconds")}))
     assert result["accuracy"] > 0.77 and result["roc_auc"] > 0.86  # the issue's quality bar
     assert result["data"]["source"] == "reviews" and result["n_train"] + result["n_test"] > 16000
     assert isinstance(pd.read_parquet(result["data"]["cache"]), pd.DataFrame)
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("nosuch=1", "error: --param nosuch: job sentiment has no such parameter (it takes: data, vectorizer,"),
+    ("search_iter=many", "error: --param search_iter=many: not a valid int"),
+])
+def test_local_runner_rejects_a_bad_parameter_in_one_line(param, message):
+    """jobs/sentiment_local.py checks its parameters as submit does, before any cluster starts."""
+    # PYTHONPATH: this checkout's clusterctl, whichever one the environment has installed.
+    proc = subprocess.run([sys.executable, str(JOBS / "sentiment_local.py"), param], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(JOBS.parent)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(message), proc.stderr

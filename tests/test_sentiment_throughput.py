@@ -1,21 +1,19 @@
-"""The streamed throughput job (jobs/sentiment_throughput.py) against its single-node baseline:
-the cluster's chain of partial_fit calls over the same partitions must give the same model."""
+"""The streamed throughput job (bench/throughput_job/sentiment_throughput.py) against its single-node
+baseline: the cluster's chain of partial_fit calls over the same partitions must give the same model."""
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-for _module in ("sklearn", "pandas", "pyarrow", "psutil"):
-    pytest.importorskip(_module, reason="the sentiment job's ML dependencies are not installed")
+# The sentiment job's ML dependencies (the ml extra), and psutil for the RSS sampler.
+pytest.importorskip("sklearn")
+pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+pytest.importorskip("psutil")
+from distributed import Client, LocalCluster
 
-from distributed import Client, LocalCluster  # noqa: E402
-
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
-sys.path.insert(0, str(JOBS))
-import sentiment_throughput as throughput  # noqa: E402
-from test_sentiment_job import fake_corpus  # noqa: E402,F401 - the same 180-row fake corpus, as a fixture
+import sentiment_throughput as throughput
+from test_sentiment_job import fake_corpus  # noqa: F401 - the same 180-row fake corpus, as a fixture
 
 _VECTORIZE = throughput.vectorize_part
 

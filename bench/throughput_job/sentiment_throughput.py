@@ -14,25 +14,25 @@ frequencies), logistic SGD with one pass over the training partitions in order.
 Returns rows per second of the training pass, seconds per stage (measured inside the tasks, summed
 over the workers) and the peak RSS of every worker process (psutil, sampled). Partition i is loaded
 only once the fit of partition i - 2 x threads is done, so memory does not grow with the data.
+
+It imports the sentiment job's modules, which live in jobs/, while submit uploads only this folder:
+bench/sentiment_throughput.py submits it from a folder that holds both, and pytest puts both
+folders on the path (pyproject.toml). This folder holds nothing else because workers import every
+module of an uploaded folder: next to bench/jobs/first_task.py it would be imported, and fail to
+find the sentiment modules, on every submit of that job.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import sentiment  # noqa: E402
-import sentiment_data  # noqa: E402
-import sentiment_features as features  # noqa: E402
-import sentiment_report as report  # noqa: E402
+import sentiment
+import sentiment_data
+import sentiment_features as features
+import sentiment_report as report
 
 # -- per-partition steps (run on the workers) -------------------------------------------------------
 
@@ -181,8 +181,8 @@ def run(
 ) -> dict:
     from distributed import as_completed, wait
 
-    p = dict(locals())
-    del p["client"]
+    p = {"data": data, "n_features": n_features, "char_ngrams": char_ngrams, "test_size": test_size,
+         "alpha": alpha, "seed": seed, "npartitions": npartitions}
     validate(p)
     hasher = features.make_hasher(n_features, char_ngrams)
     client.run(start_sampler)
@@ -249,7 +249,8 @@ def single_node(data: str = "reviews", n_features: int = 2**20, char_ngrams: boo
     TfidfTransformer(use_idf=False)), then SGD partial_fit over the same partitions in the same
     order (same rows, same model). The held-out rows are hashed in the score pass, as on the
     cluster, so both training passes do the same work."""
-    p = dict(locals())
+    p = {"data": data, "n_features": n_features, "char_ngrams": char_ngrams, "test_size": test_size,
+         "alpha": alpha, "seed": seed, "npartitions": npartitions}
     validate(p)
     import pandas as pd
     from sklearn.feature_extraction.text import TfidfTransformer
