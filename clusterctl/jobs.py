@@ -1,13 +1,14 @@
 """``submit``: load a job module, connect to the recorded cluster, ship the job, run it, keep the result.
 
 A job module defines ``run(client, **params) -> dict``. Parameters given as ``KEY=VALUE`` are
-converted to the types of ``run``'s signature. The job's whole folder (its ``.py`` files) is zipped
-and uploaded to every worker, so the job may import sibling modules there. The result goes to a run
-folder: ``result.json``, ``job.log``, and any ``artifacts`` ({filename: bytes}) the job returned.
+converted to the types of ``run``'s signature. The job and the modules of its folder that it imports
+are zipped and uploaded to every worker, so the job may import sibling modules there. The result goes
+to a run folder: ``result.json``, ``job.log``, and any ``artifacts`` ({filename: bytes}) it returned.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
@@ -152,11 +153,11 @@ def run_dir(output: Path | None, job: str) -> Path:
 
 
 def bundle(job: Job, into: Path) -> Path:
-    """Zip the job's folder (.py files, packages included) under a name that changes with its content,
-    so a re-upload is imported fresh by workers that already imported an older one."""
+    """Zip the job and the modules of its folder that it imports (see ``shipped``) under a name that
+    changes with their content, so a re-upload is imported fresh by workers that already imported
+    an older one. Every worker imports every module of the zip."""
     folder = job.path.resolve().parent
-    files = sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts and not
-                   any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = shipped(job)
     digest = hashlib.sha256()
     for p in files:
         digest.update(str(p.relative_to(folder)).encode() + p.read_bytes())
@@ -165,6 +166,42 @@ def bundle(job: Job, into: Path) -> Path:
         for p in files:
             zf.write(p, p.relative_to(folder).as_posix())
     return archive
+
+
+def shipped(job: Job) -> list[Path]:
+    """The job's file and the modules (or packages) of its folder that it imports, directly or
+    through each other: what the workers need of the folder, found by reading the import
+    statements. A module imported by name at run time (importlib) is not found."""
+    folder = job.path.resolve().parent
+    todo, seen, files = [job.path.stem], set(), []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        module = folder / f"{name}.py"
+        paths = [module] if module.is_file() else sorted(
+            p for p in (folder / name).rglob("*.py") if "__pycache__" not in p.parts)
+        files += paths
+        todo += [n for p in paths for n in _imported(p)
+                 if (folder / f"{n}.py").is_file() or (folder / n / "__init__.py").is_file()]
+    return sorted(files)
+
+
+def _imported(path: Path) -> set[str]:
+    """The top-level names of the absolute imports in a Python file (none if it does not parse:
+    its import fails on the workers with Python's own message)."""
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def check_reachable(address: str, timeout: float = 3.0) -> None:

@@ -5,18 +5,24 @@ import socket
 import sys
 from pathlib import Path
 
-import pytest
 
 from clusterctl import jobs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "jobs" / "example.py"
 
 
+def test_the_example_ships_alone_and_the_sentiment_job_with_the_modules_it_imports():
+    # Every worker imports every module it is sent: the example must not bring the sentiment
+    # modules (and their ml packages) along from the folder it shares with them.
+    assert [p.name for p in jobs.shipped(jobs.load(EXAMPLE))] == ["example.py"]
+    sentiment = [p.name for p in jobs.shipped(jobs.load(EXAMPLE.with_name("sentiment.py")))]
+    assert sentiment == ["sentiment.py", "sentiment_data.py", "sentiment_features.py", "sentiment_models.py",
+                         "sentiment_report.py", "sentiment_scale.py"]
+    trivial = jobs.load(Path(__file__).parent / "jobs" / "trivial.py")  # not norun.py, which it does not import
+    assert [p.name for p in jobs.shipped(trivial)] == ["helper_module.py", "trivial.py"]
+
+
 def test_example_job_sums_squares_on_the_workers(tmp_path, monkeypatch):
-    # submit ships the whole jobs/ folder and every worker imports each module in it, the sentiment
-    # modules included: without their packages (the ml extra) the upload itself fails.
-    for module in ("sklearn", "pandas", "pyarrow"):
-        pytest.importorskip(module, reason="the jobs/ folder's sentiment modules need the ml extra")
     from distributed import Client, LocalCluster
 
     # LocalCluster's scheduler runs in this process, and upload_file imports the zip there too: it
