@@ -114,7 +114,7 @@ def main() -> int:
             client.mkdir()
             inv = Path(tmp) / "inventory.yaml"
             inv.write_text(inventory(lab, Path(tmp) / "work", n, False, host_python(Path(tmp) / "host-python")))
-            env = {**os.environ, "CLUSTERCTL_HOME": str(Path(tmp) / "home")}
+            env = {**os.environ, "CLUSTERCTL_HOME": str(Path(tmp) / "home"), "PYTHONPATH": str(ROOT)}
             for _ in range(args.repeat):
                 profile(groups, client, [PYTHON, "-m", "clusterctl", "up", str(inv)], env)
                 subprocess.run([PYTHON, "-m", "clusterctl", "down"], env=env, check=True, capture_output=True)

@@ -80,7 +80,8 @@ class Cluster:
         self.tmp = tmp
         self.inv = tmp / "inventory.yaml"
         self.inv.write_text(inventory)
-        self.env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home")}
+        # This checkout's clusterctl first on the path, whatever the environment has installed.
+        self.env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT)}
         self.job = job_folder(tmp / "job")
         self.runs = 0
 

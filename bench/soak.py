@@ -62,7 +62,7 @@ def inventory(lab: Lab, workdir: Path) -> str:
 class Cli:
     def __init__(self, home: Path, cwd: Path):
         self.home = home
-        self.env = {**os.environ, "CLUSTERCTL_HOME": str(home), "COLUMNS": "200"}
+        self.env = {**os.environ, "CLUSTERCTL_HOME": str(home), "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
         self.cwd = cwd
 
     def __call__(self, *args: str, timeout: float = 300) -> tuple[int, float, str, str]:

@@ -170,5 +170,6 @@ def test_sshd_accepts_the_images_settings(tmp_path):
 
 @pytest.mark.parametrize("path", ["docker/Dockerfile", "docker/compose.yaml", "inventory/docker.yaml"])
 def test_the_readme_points_at_the_container_lab(path):
-    readme = (ROOT / "README.md").read_text()
-    assert "## Container lab (docker/)" in readme and path in readme
+    assert "(docs/container-lab.md)" in (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "container-lab.md").read_text()
+    assert "# Container lab (docker/)" in page and path in page
