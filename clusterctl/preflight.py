@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from clusterctl import agent
 from clusterctl.agent_session import Agents
-from clusterctl.errors import PARTIAL, ClusterctlError
+from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import Host
 from clusterctl.spec import ClusterSpec
 from clusterctl.state import ClusterState
@@ -128,10 +128,6 @@ class Preflight:
     unreachable: set[str]
     failed_hosts: set[str]
     scheduler_unreachable: bool
-
-    @property
-    def exit_code(self) -> int:
-        return PARTIAL if self.problems else 0
 
 
 async def run(agents: Agents, cluster: ClusterSpec, current: ClusterState, client: dict) -> Preflight:

@@ -99,7 +99,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             current.processes, current.detached = current.processes + current.detached, []
             say("preflight")
             checked = await preflight.run(agents, cluster, current, client)
-            _refuse_if_unfit(cluster, checked, result)
+            _refuse_if_unfit(checked, result)
             # An empty plan still goes through _apply: its wait returns at once if every worker
             # is registered, and waits for those that are alive but not registered yet.
             the_plan = plan(cluster.processes, current.processes, checked.alive, checked.unreachable,
@@ -107,7 +107,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             return await _apply(agents, cluster, current, the_plan, result, checked.unreachable, timeout, say)
 
 
-def _refuse_if_unfit(cluster: ClusterSpec, checked: preflight.Preflight, result: UpResult) -> None:
+def _refuse_if_unfit(checked: preflight.Preflight, result: UpResult) -> None:
     """Take the preflight's report into ``result``; raise ``PreflightFailed`` if nothing may start."""
     result.rows, result.problems = checked.rows, list(checked.problems)
     result.warnings += checked.warnings
