@@ -6,9 +6,11 @@ tests share one cluster where they can (the machine has 2 cores) without dependi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,23 @@ def test_up_status_and_noop_up(lab, ssh_cli, three, home):
     assert pids == {w["pid"] for w in st["workers"]}
 
 
+def test_ps_on_a_host_shows_the_plain_dask_command_lines(lab, ssh_cli, three, home):
+    """What runs on a host is what a person would have typed: the recorded command line, unchanged,
+    `<python> -m dask scheduler|worker ...`, and nothing of clusterctl once the command has returned."""
+    assert ssh_cli("up", three).code == 0
+    state = json.loads((home / "clusters" / "lab" / "state.json").read_text())
+    hosts = {h.addr: h for h in lab.hosts}
+    for record in state["processes"]:
+        args = dict(lab.processes(hosts[record["host"]]))[record["pid"]]
+        assert args == " ".join(record["argv"]), (args, record["argv"])
+        assert record["argv"][1:4] == ["-m", "dask", record["role"]]
+    deadline = time.monotonic() + 5  # an agent ends once its SSH session is closed
+    while any("clusterctl-agent" in a for h in lab.hosts[:4] for _, a in lab.processes(h)):
+        assert time.monotonic() < deadline, "an agent outlived the command"
+        time.sleep(0.2)
+    assert not [a for h in lab.hosts[:4] for _, a in lab.processes(h) if "exec(" in a]
+
+
 def test_killed_worker_is_restored_by_up(lab, ssh_cli, three):
     assert ssh_cli("up", three).code == 0
     victim = next(w for w in ssh_cli("status", "--json").json["workers"] if w["host"] == lab.hosts[2].addr)
@@ -89,8 +108,6 @@ def test_add_then_remove_worker_hosts(lab, ssh_cli, three, write_inventory):
 def test_status_asks_only_the_scheduler_about_workers_it_hears_from(lab, ssh_cli, three):
     """A worker that sent a heartbeat lately runs: status does not ask its host. Once the scheduler
     stops hearing from one (its host cut off), status asks that host, and says it cannot reach it."""
-    import time
-
     assert ssh_cli("up", three).code == 0
     cut = lab.hosts[2]
     lab.link_down(cut)
