@@ -56,6 +56,15 @@ def test_submit_runs_the_job_and_saves_a_run_folder(cluster, tmp_path):
     assert "squaring 4 numbers" in log and "hello from the job" in log
 
 
+def test_readmes_first_submit_runs_the_example_job(cluster, tmp_path):
+    cli, _ = cluster
+    example = Path(__file__).resolve().parents[1] / "jobs" / "example.py"
+    result = cli("submit", example, "-p", "n=1000", "-o", tmp_path / "run", "--json")
+    assert result.code == 0, result.out + result.err
+    answer = json.loads(result.out)
+    assert answer["total"] == sum(i * i for i in range(1000)) and answer["n_workers"] == 2
+
+
 def test_default_run_folder_is_under_runs(cluster, tmp_path):
     cli, _ = cluster
     env = {**os.environ, "CLUSTERCTL_HOME": str(cli.home)}
