@@ -283,9 +283,9 @@ def op_stop(req):
     _wait_gone(ours, min(CHILD_GRACE, grace))
     _signal([pid for pid in ours() if pid not in tops], signal.SIGKILL)
     _wait_gone(ours, grace - min(CHILD_GRACE, grace))
-    killed = ours()
-    if killed:
-        _signal(list(killed), signal.SIGKILL)
+    stubborn = ours()
+    if stubborn:
+        _signal(list(stubborn), signal.SIGKILL)
         _wait_gone(ours, 5)
     left = ours()
     if not left:  # nothing of the cluster runs here any more: its keys need not stay either
@@ -295,7 +295,6 @@ def op_stop(req):
             shutil.rmtree(path, ignore_errors=True)
     return {
         "stopped": sorted(set(targets.values())),
-        "killed": sorted(set(killed.values())),
         "left": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]} for pid, value in left.items()],
     }
 

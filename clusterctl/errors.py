@@ -41,8 +41,3 @@ class RemoteError(ClusterctlError):
 class StateError(ClusterctlError):
     """The recorded state is missing, locked by another run, or unreadable."""
 
-
-class HostsFailed(ClusterctlError):
-    """Some hosts failed; the per-host report has already been built."""
-
-    exit_code = PARTIAL

@@ -51,7 +51,7 @@ class HostRow:
 
 
 @dataclass
-class Target:
+class ProbeTarget:
     """What to ask one host (through one interpreter): its ports and its recorded processes."""
 
     host: Host
@@ -60,7 +60,7 @@ class Target:
     ports: list[int] = field(default_factory=list)
 
 
-async def probe(agents: Agents, target: Target, timeout: float = PROBE_TIMEOUT) -> Probe:
+async def probe(agents: Agents, target: ProbeTarget, timeout: float = PROBE_TIMEOUT) -> Probe:
     """Connect to the host if need be, and probe it."""
     result = Probe(host=target.host, python=target.python)
     try:
@@ -100,18 +100,18 @@ def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list
     return problems
 
 
-def targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list[Target], dict[str, set[str]]]:
+def probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list[ProbeTarget], dict[str, set[str]]]:
     """One probe per (host, interpreter): its desired ports and its recorded processes; the roles
     of each host, for the report."""
-    found: dict[tuple, Target] = {}
+    found: dict[tuple, ProbeTarget] = {}
     roles: dict[str, set[str]] = {}
     for p in cluster.processes:
-        found.setdefault((p.host.key, p.python), Target(p.host, p.python)).ports.extend(p.ports)
+        found.setdefault((p.host.key, p.python), ProbeTarget(p.host, p.python)).ports.extend(p.ports)
         roles.setdefault(p.host.id, set()).add(p.role)
     for r in current.processes:
         host = current.host(r.host)
         key = next((k for k in found if k[0] == host.key), (host.key, r.python))
-        found.setdefault(key, Target(host, r.python)).check.append({"name": r.name, "dir": r.dir, "pid": r.pid})
+        found.setdefault(key, ProbeTarget(host, r.python)).check.append({"name": r.name, "dir": r.dir, "pid": r.pid})
         roles.setdefault(r.host, set()).add("recorded")
     return list(found.values()), roles
 
@@ -133,8 +133,8 @@ class Preflight:
 async def run(agents: Agents, cluster: ClusterSpec, current: ClusterState, client: dict) -> Preflight:
     """Probe every host; the caller refuses to start anything if ``failed_hosts`` is not empty or the
     scheduler's host did not answer."""
-    probe_targets, roles = targets(cluster, current)
-    probes = list(await asyncio.gather(*(probe(agents, t) for t in probe_targets)))
+    wanted, roles = probe_targets(cluster, current)
+    probes = list(await asyncio.gather(*(probe(agents, t) for t in wanted)))
     alive = {name: info["alive"] for p in probes for name, info in p.alive.items()}
     scheduler_alive = alive.get(cluster.scheduler.name, False)
     rows: dict[str, HostRow] = {}
