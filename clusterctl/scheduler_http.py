@@ -35,6 +35,7 @@ class _Answer:
     data: Any = None
     why: str = ""
     date: float | None = None  # the server's clock (its Date header), in seconds since the epoch
+    status: int | None = None  # the HTTP status, when one came
 
 
 async def _request(pool: Pool, host: Host, url: str, body: Any, timeout: float) -> _Answer:
@@ -63,8 +64,9 @@ async def _request(pool: Pool, host: Host, url: str, body: Any, timeout: float) 
         return _Answer(why=f"{url}: {exc}")
     head, _, payload = bytes(raw).partition(b"\r\n\r\n")
     status, *headers = head.decode(errors="replace").split("\r\n")
-    if not status.startswith("HTTP/") or status.split()[1:2] != ["200"]:
-        return _Answer(why=f"{url}: {status or 'no answer'}")
+    code = status.split()[1] if status.startswith("HTTP/") and len(status.split()) > 1 else ""
+    if code != "200":
+        return _Answer(why=f"{url}: {status or 'no answer'}", status=int(code) if code.isdigit() else None)
     try:
         decoded = json.loads(payload or b"null")
     except ValueError:
@@ -81,25 +83,48 @@ def _date(headers: list[str]) -> float | None:
     return None
 
 
-async def identity(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT) -> tuple[dict | None, str]:
-    """The scheduler's own view (its address, its workers with threads and memory); (None, why) if
-    it does not answer."""
-    return await get_json(pool, host, f"{http_url}/json/identity.json", timeout=timeout)
+@dataclass
+class View:
+    """What the scheduler says of itself and its workers."""
+
+    workers: dict[str, dict[str, Any]]  # worker name -> the scheduler's record of it (address added)
+    address: str | None  # the scheduler's own address; None when only its worker list answered
+    date: float | None = None  # the scheduler's clock when it answered (see heard_from)
+
+
+async def view(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT) -> tuple[View | None, str]:
+    """The scheduler's identity (its address, its workers with threads, memory, last heartbeat);
+    (None, why) if it does not answer.
+
+    distributed answers /json/identity.json with an error while a worker's last heartbeat carries
+    task metrics (their keys are tuples, which JSON cannot encode): while tasks run, that is most of
+    the time. Then the worker list of /api/v1/get_workers (names and addresses) answers instead,
+    without the scheduler's address, threads, memory or heartbeat times.
+    """
+    answer = await _request(pool, host, f"{http_url}/json/identity.json", None, timeout)
+    if isinstance(answer.data, dict):
+        return View(registered(answer.data), answer.data.get("address"), answer.date), ""
+    if answer.status == 500:
+        listed = await _request(pool, host, f"{http_url}/api/v1/get_workers", None, timeout)
+        if isinstance(listed.data, dict):
+            workers = {str(w.get("name")): dict(w) for w in listed.data.get("workers", [])}
+            return View(workers, None), ""
+    return None, answer.why
 
 
 async def heard_from(pool: Pool, host: Host, http_url: str, address: str,
-                     within: float) -> tuple[dict[str, dict[str, Any]], set[str]] | None:
-    """What the scheduler at ``address`` sees: (worker name -> its record, the names of the workers
-    it heard from in the last ``within`` seconds, by its own clock); None if it does not answer."""
-    answer = await _request(pool, host, f"{http_url}/json/identity.json", None, HTTP_TIMEOUT)
-    if answer.data is None or answer.data.get("address") != address:
+                     within: float) -> tuple[View, set[str]] | None:
+    """What the scheduler at ``address`` sees, and the names of the workers it heard from in the
+    last ``within`` seconds by its own clock (none when it cannot tell); None if it does not answer
+    or another scheduler answers."""
+    seen, _ = await view(pool, host, http_url)
+    if seen is None or seen.address not in (None, address):
         return None
-    workers = registered(answer.data)
-    if answer.date is None:  # no clock to compare with: the hosts are asked
-        return workers, set()
+    if seen.date is None:  # no clock or no heartbeat times: the hosts are asked
+        return seen, set()
     # The Date header has a resolution of one second.
-    fresh = {name for name, w in workers.items() if answer.date - float(w.get("last_seen") or 0) < within + 1}
-    return workers, fresh
+    return seen, {name for name, w in seen.workers.items()
+                  if seen.date - float(w.get("last_seen") or 0) < within + 1}
 
 
 def registered(ident: dict | None) -> dict[str, dict[str, Any]]:
@@ -112,8 +137,8 @@ def registered(ident: dict | None) -> dict[str, dict[str, Any]]:
 async def retire(pool: Pool, host: Host, http_url: str, names: list[str], timeout: float = 10.0) -> bool:
     """Ask the scheduler to retire the named workers (it moves their data away first). True when
     it did; False when it had none of them or could not be asked."""
-    ident, _ = await identity(pool, host, http_url)
-    known = registered(ident)
+    seen, _ = await view(pool, host, http_url)
+    known = seen.workers if seen is not None else {}
     addresses = [known[name]["address"] for name in names if name in known]
     if not addresses:
         return False

@@ -68,8 +68,11 @@ async def collect(current: ClusterState) -> StatusReport:
             await pool.connect(host)
             view = await scheduler_http.heard_from(pool, host, current.http_url, current.scheduler_address,
                                                    within=HEARD_WITHIN)
-        seen, fresh = view if view is not None else ({}, set())
-        vouched = ({scheduler.name} if scheduler is not None and view is not None else set()) | fresh
+        seen, fresh = (view[0].workers, view[1]) if view is not None else ({}, set())
+        # A scheduler that said its own address is ours; one that only listed its workers (see
+        # scheduler_http.view) is asked about on its host too.
+        verified = view is not None and view[0].address is not None
+        vouched = ({scheduler.name} if scheduler is not None and verified else set()) | fresh
         rest = [r for r in current.processes if r.name not in vouched]
         await pool.open([current.host(h) for h in {r.host for r in rest}])
         alive, unreachable = await processes.alive(Agents(pool), rest, lambda r: current.host(r.host))

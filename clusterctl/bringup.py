@@ -140,9 +140,9 @@ async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[Pr
     if plan(cluster.processes, recorded, {r.name: True for r in recorded}).start:
         return False  # a command line changed
     await pool.connect(cluster.scheduler.host)
-    ident, _ = await scheduler_http.identity(pool, cluster.scheduler.host, cluster.http_url)
-    return (ident is not None and ident.get("address") == cluster.scheduler_address
-            and set(scheduler_http.registered(ident)) >= {w.name for w in cluster.workers})
+    seen, _ = await scheduler_http.view(pool, cluster.scheduler.host, cluster.http_url)
+    return (seen is not None and seen.address in (None, cluster.scheduler_address)
+            and set(seen.workers) >= {w.name for w in cluster.workers})
 
 
 async def _stop_detached(agents: Agents, current: ClusterState, result: UpResult) -> list[ProcessRecord]:
@@ -329,13 +329,13 @@ async def _wait(agents: Agents, cluster: ClusterSpec, current: ClusterState, res
 
 async def _poll(pool: Pool, cluster: ClusterSpec, w: _Watch) -> None:
     """Ask the scheduler once: is it up, at its own address, and which workers does it see?"""
-    ident, why = await scheduler_http.identity(pool, cluster.scheduler.host, cluster.http_url)
-    if ident is not None and ident.get("address") != cluster.scheduler_address:
-        why = f"a scheduler at {ident.get('address')} answers instead of {cluster.scheduler_address}"
-        ident = None
+    seen, why = await scheduler_http.view(pool, cluster.scheduler.host, cluster.http_url)
+    if seen is not None and seen.address not in (None, cluster.scheduler_address):
+        why = f"a scheduler at {seen.address} answers instead of {cluster.scheduler_address}"
+        seen = None
     w.why = why
-    w.scheduler_up = w.scheduler_up or ident is not None
-    w.seen = set(scheduler_http.registered(ident)) & w.expected
+    w.scheduler_up = w.scheduler_up or seen is not None
+    w.seen = set(seen.workers if seen is not None else ()) & w.expected
 
 
 async def _report_wait(agents: Agents, cluster: ClusterSpec, result: UpResult, w: _Watch, timeout: float) -> None:
