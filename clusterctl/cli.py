@@ -14,7 +14,7 @@ from typing import Any, Optional
 import typer
 
 from clusterctl.console import Console
-from clusterctl.errors import ClusterctlError, InventoryError
+from clusterctl.errors import ClusterctlError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a YAML list of machines into a running Dask cluster, over SSH.")
@@ -79,7 +79,7 @@ def up(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import inventory as inventories, up as ups
+        from clusterctl import api, inventory as inventories
 
         inv = inventories.load(inventory)
         if run_setup and inv.setup:
@@ -92,7 +92,7 @@ def up(
                 console.line("setup failed on the host(s) above: nothing was started")
                 return done.exit_code
         with console.progress("starting") as progress:
-            result = asyncio.run(ups.up(inv, timeout=timeout, progress=progress, rotate_certs=rotate_certs))
+            result = api.run_up(inventory, timeout=timeout, progress=progress, rotate_certs=rotate_certs)
         console.up_result(result)
         return result.exit_code
 
@@ -108,9 +108,9 @@ def status(cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import state, status as statuses
+        from clusterctl import api
 
-        report = asyncio.run(statuses.collect(state.require(cluster)))
+        report = api.status(cluster)
         console.status(report)
         return report.exit_code
 
@@ -226,6 +226,38 @@ def dashboard(
 
 
 @app.command()
+def env(
+    cluster: Optional[str] = CLUSTER,
+    shell: str = typer.Option("sh", "--shell", help="sh (export NAME=VALUE), fish (set -gx) or json."),
+) -> None:
+    """Print what a bare distributed.Client() and the dask command need to reach the cluster:
+    DASK_SCHEDULER_ADDRESS and the paths of the client certificate files (never the keys themselves).
+
+    eval "$(clusterctl env)", then: python -c "from distributed import Client; print(Client())"
+    """
+    console = Console(shell == "json")
+
+    def work() -> int:
+        import json
+        import shlex
+
+        from clusterctl import api
+
+        if shell not in ("sh", "fish", "json"):
+            raise UsageError(f"--shell {shell!r}: use sh, fish or json")
+        variables = api.env(cluster)
+        if shell == "json":
+            console.emit(variables)
+        else:
+            form = "export {}={}" if shell == "sh" else "set -gx {} {}"
+            for name, value in variables.items():
+                console.raw(form.format(name, shlex.quote(value)))
+        return 0
+
+    _run(console, work)
+
+
+@app.command()
 def down(
     cluster: Optional[str] = CLUSTER,
     force: bool = typer.Option(False, "--force", help="Do not ask the scheduler to retire workers; stop"
@@ -239,16 +271,11 @@ def down(
     console = Console(json_output)
 
     def work() -> int:
-        from clusterctl import down as downs, inventory as inventories, state
+        from clusterctl import api
 
-        inv = inventories.load(inventory) if inventory is not None else None
         if inventory is not None and not force:
-            raise InventoryError("--inventory is only used with --force")
-        name = cluster or (inv.name if inv else None) or state.current()
-        if name is None:
-            console.down_result(downs.DownResult(cluster="(none)", nothing=True))
-            return 0
-        result = asyncio.run(downs.down(name, force=force, inventory=inv, grace=grace))
+            raise UsageError("--inventory is only used with --force")
+        result = api.run_down(cluster, force=force, inventory=inventory, grace=grace)
         console.down_result(result)
         return result.exit_code
 

@@ -17,12 +17,12 @@ from clusterctl.errors import ClusterctlError
 
 if TYPE_CHECKING:  # the results this layer prints; importing them here would load their modules
     from clusterctl.doctor import DoctorResult
-    from clusterctl.down import DownResult
+    from clusterctl.teardown import DownResult
     from clusterctl.jobs import SubmitResult
     from clusterctl.ops import HostRun, RunResult
     from clusterctl.preflight import HostRow
-    from clusterctl.status import StatusReport
-    from clusterctl.up import UpResult
+    from clusterctl.health import StatusReport
+    from clusterctl.bringup import UpResult
 
 PACKAGES = ("python", "dask", "distributed", "xgboost")
 
@@ -90,6 +90,11 @@ class Console:
     def warn(self, text: str) -> None:
         if not self.json:
             self.err.print(f"[yellow]warning:[/] {escape(text)}")
+
+    def raw(self, text: str) -> None:
+        """A line for a program (a shell's eval): no markup, no wrapping."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
     def line(self, text: str) -> None:
         if not self.json:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterctl import tls
 from clusterctl.errors import ClusterctlError, UsageError
 from clusterctl.spec import split_address
 from clusterctl.state import ClusterState
@@ -266,9 +265,11 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
     with _captured(folder / "job.log", quiet):
         from distributed import Client
 
+        from clusterctl import api
+
         try:
-            security = tls.Credentials(Path(current.tls["ca"]), Path(current.tls["cert"]),
-                                       Path(current.tls["key"])).security() if current.tls else None
+            creds = api.credentials(current)
+            security = creds.security() if creds is not None else None
             client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=True, security=security)
         except (OSError, TimeoutError) as exc:
             raise ClusterctlError(f"cannot connect to the scheduler at {address}: {exc}"

@@ -485,7 +485,7 @@ def check_refused(result, path: Path, nlines: int, *, json_output: bool = False)
 
 def check_usable(inv: inventory.Inventory) -> None:
     """What the loader accepted is usable by spec.build and by down --force, contacting nothing."""
-    from clusterctl import down as downs
+    from clusterctl import teardown as downs
 
     assert inventory.NAME_RE.fullmatch(inv.name), inv.name
     cluster = spec.build(inv)
