@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 # The packages whose versions must agree between the client and the hosts (and asyncssh, the client's).
 PINNED = {"dask", "distributed", "dask-ml", "xgboost-cpu", "scikit-learn", "pandas", "pyarrow", "numpy",
-          "psutil", "asyncssh"}
+          "psutil", "asyncssh", "bokeh"}
 CLIENT_ONLY = {"asyncssh"}
 
 
