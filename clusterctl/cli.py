@@ -191,13 +191,15 @@ def submit(
 @app.command()
 def dashboard(
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Local port (default: any free one)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the URL in this machine's web browser."),
     cluster: Optional[str] = CLUSTER,
     json_output: bool = JSON,
 ) -> None:
     """Open an SSH tunnel to the scheduler's dashboard and print its local URL; Ctrl-C closes it.
 
-    The dashboard listens on the scheduler host's loopback unless the inventory's
-    scheduler.dashboard_host exposes it.
+    Checks that the dashboard draws its pages (they need bokeh on the scheduler host) and says what
+    to install where when it does not. The dashboard listens on the scheduler host's loopback unless
+    the inventory's scheduler.dashboard_host exposes it.
     """
     console = Console(json_output)
 
@@ -205,18 +207,24 @@ def dashboard(
         import time
         from urllib.parse import urlsplit
 
-        from clusterctl import state, tunnel
+        from clusterctl import dashboard as pages, state, tunnel
 
         current = state.require(cluster)
         target = urlsplit(current.http_url)
         with tunnel.forwarded(current, target.hostname or "127.0.0.1", target.port or 8787, port) as local:
-            url = f"http://127.0.0.1:{local}/status"
-            if console.json:
-                console.emit({"cluster": current.cluster, "url": url, "local_port": local})
-            else:
-                console.line(f"dashboard of {current.cluster}: {url}  (Ctrl-C closes the tunnel;"
-                             " the pages need bokeh on the scheduler host: pip install bokeh)")
-            try:
+            try:  # from here on, Ctrl-C is how the user closes the tunnel: exit 0 whenever it comes
+                url = f"http://127.0.0.1:{local}/status"
+                problem = pages.check_pages(url, current)
+                warnings = [] if problem is None else [problem]
+                opened = open_browser and pages.open_in_browser(url)
+                if open_browser and not opened:
+                    warnings.append("no web browser found on this machine: open the URL yourself")
+                if console.json:
+                    console.emit({"cluster": current.cluster, "url": url, "local_port": local,
+                                  "pages": problem is None, "opened": opened, "warnings": warnings})
+                for text in warnings:
+                    console.warn(text)
+                console.line(f"dashboard of {current.cluster}: {url}  (Ctrl-C closes the tunnel)")
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
