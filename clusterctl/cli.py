@@ -24,6 +24,20 @@ CLUSTER = typer.Option(None, "--cluster", "-c", help="Act on this cluster instea
 DEFAULT_INVENTORY = Path("inventory/local.yaml")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from clusterctl import __version__
+
+        Console().line(f"clusterctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Print clusterctl's version and exit.")) -> None:
+    """Turn a YAML list of machines into a running Dask cluster, over SSH."""
+
+
 def _run(console: Console, work: Callable[[], Any],
          interrupted: str = "interrupted; what this run had started was stopped") -> None:
     """Run a command body; map errors to exit codes and never show a traceback to the user."""
@@ -317,7 +331,7 @@ def exec_(
     cluster: Optional[str] = CLUSTER,
     json_output: bool = JSON,
 ) -> None:
-    """Run a shell command on every host at once; [host]-prefixed output, then exit codes per host.
+    """Run a shell command on every host at once; \\[host]-prefixed output, then exit codes per host.
 
     {python} and {workdir} in the command become the host's interpreter and the cluster's folder.
     Exit code 0 when it succeeded everywhere, 1 when it failed somewhere, 3 when a host was unreachable.

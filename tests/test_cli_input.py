@@ -181,6 +181,18 @@ def test_help_works_and_is_fast(home, command):
     assert not (home / "clusters").exists()
 
 
+def test_version_prints_the_package_version(home):
+    from clusterctl import __version__
+
+    r = clusterctl(home, "--version")
+    assert r.code == 0 and r.out.strip() == f"clusterctl {__version__}"
+
+
+def test_exec_help_shows_host_in_brackets(home):
+    r = clusterctl(home, "exec", "--help")
+    assert r.code == 0 and "[host]-prefixed output" in r.out, r.out
+
+
 def test_importing_the_cli_does_not_import_the_heavy_modules():
     code = ("import sys; import clusterctl.cli; "
             "print([m for m in ('distributed', 'dask', 'asyncssh', 'pydantic', 'clusterctl.bringup', 'clusterctl.api')"
