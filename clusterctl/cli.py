@@ -193,9 +193,9 @@ def submit(
         the_job = jobs.load(job)
         params = jobs.parse_params(the_job, param)
         current = state.require(cluster)
-        with console.progress(f"running {the_job.name} on {current.cluster}") as progress:
-            result = jobs.submit(current, the_job, params, output, quiet=console.json,
-                                 progress=lambda text: progress("job", text=text), tunnel=tunnel)
+        with console.job_progress(f"{the_job.name} on {current.cluster}") as progress:
+            result = jobs.submit(current, the_job, params, output, quiet=console.json, progress=progress,
+                                 tunnel=tunnel)
         console.job_result(result)
         return 0
 

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,14 @@ if TYPE_CHECKING:  # the results this layer prints; importing them here would lo
     from clusterctl.doctor import DoctorResult
     from clusterctl.teardown import DownResult
     from clusterctl.jobs import SubmitResult
+    from clusterctl.progress import Progress
     from clusterctl.ops import HostRun, RunResult
     from clusterctl.preflight import HostRow
     from clusterctl.health import StatusReport
     from clusterctl.bringup import UpResult
 
 PACKAGES = ("python", "dask", "distributed", "xgboost")
+PLAIN_EVERY = 5.0  # seconds between two progress lines when stderr is not a terminal
 
 
 def _size(n: Any) -> str:
@@ -56,6 +59,18 @@ def _fmt(value: Any) -> str:
         return text if len(text) <= 100 else f"[{len(value)} items: see result.json]"
     text = str(value)
     return text if len(text) <= 140 else text[:137] + "..."
+
+
+def elapsed_text(seconds: float) -> str:
+    """0:07, 12:30, 1:02:03."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_text(p: Progress) -> str:
+    """One plain progress line: tasks done of tasks known, failures, elapsed time."""
+    failed = f", {p.failed} failed" if p.failed else ""
+    return f"{p.done}/{p.known} tasks done{failed}, {elapsed_text(p.elapsed)} elapsed"
 
 
 def _yes(value: Any) -> str:
@@ -112,8 +127,39 @@ class Console:
             yield update
 
     def _plain_progress(self, event: str, **info: Any) -> None:
-        if not self.json and event not in ("wait", "job"):  # no spinner: skip the ticking events
+        if not self.json and event != "wait":  # no spinner: skip the ticking events
             self.err.print(self._describe(event, info), markup=False)
+
+    @contextlib.contextmanager
+    def job_progress(self, title: str) -> Iterator[Callable[[Progress], None] | None]:
+        """A running job's progress on stderr: one live line on a terminal (twice a second), else a
+        plain line at most every PLAIN_EVERY seconds and the last one; nothing with --json."""
+        if self.json:
+            yield None
+            return
+        if not self.err.is_terminal:
+            last = [time.monotonic()]
+
+            def plain(p: Progress) -> None:
+                if p.final or time.monotonic() - last[0] >= PLAIN_EVERY:
+                    last[0] = time.monotonic()
+                    self.err.print(f"{title}: {progress_text(p)}", markup=False)
+            yield plain
+            return
+        from rich.progress import BarColumn, Progress as Bar, SpinnerColumn, TextColumn
+
+        final: list[Progress] = []
+        with Bar(SpinnerColumn(), TextColumn(escape(title)), BarColumn(), TextColumn("{task.fields[text]}"),
+                 console=self.err, transient=True, refresh_per_second=2) as bar:
+            task = bar.add_task(title, total=None, text="starting")
+
+            def live(p: Progress) -> None:
+                bar.update(task, completed=p.done, total=max(p.known, 1), text=progress_text(p))
+                if p.final:
+                    final.append(p)
+            yield live
+        if final:
+            self.err.print(f"{title}: {progress_text(final[0])}", markup=False)
 
     @staticmethod
     def _describe(event: str, info: dict) -> str:
@@ -125,8 +171,6 @@ class Console:
             return f"stopping {len(info['names'])} process(es): {', '.join(info['names'])}"
         if event == "start":
             return f"starting {len(info['names'])} process(es)"
-        if event == "job":
-            return info["text"]
         if event == "wait":
             sched = "up" if info["scheduler"] else "starting"
             return f"scheduler {sched}; workers registered {info['registered']}/{info['expected']}"

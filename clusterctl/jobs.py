@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterctl.errors import ClusterctlError, UsageError
+from clusterctl.progress import Progress, watch
 from clusterctl.spec import split_address
 from clusterctl.state import ClusterState
 
@@ -215,21 +216,36 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 @contextlib.contextmanager
-def _captured(log_path: Path, quiet: bool) -> Iterator[None]:
-    """The job's logging and prints go to job.log (and stderr unless quiet): stdout stays for --json."""
+def _captured(log_path: Path, quiet: bool, loggers: set[str]) -> Iterator[None]:
+    """The job's logging and prints go to job.log, and to stderr as they come unless quiet (only the
+    job's own loggers there, not distributed's): stdout stays for --json."""
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    shown = None if quiet else logging.StreamHandler(sys.stderr)
+    if shown is not None:
+        shown.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        shown.addFilter(lambda r: any(r.name == n or r.name.startswith(n + ".") for n in loggers))
+        root.addHandler(shown)
     with open(log_path, "a") as log, contextlib.redirect_stdout(_Tee(log, None if quiet else sys.stderr)):
         try:
             yield
         finally:
-            root.removeHandler(handler)
+            for h in (handler, shown):
+                if h is not None:
+                    root.removeHandler(h)
+                    h.close()
             root.setLevel(old_level)
-            handler.close()
+
+
+def job_loggers(job: Job) -> set[str]:
+    """The loggers whose lines are the job's own: ``clusterctl.job`` (the jobs here use it) and the
+    modules shipped with it (``logging.getLogger(__name__)``)."""
+    folder = job.path.resolve().parent
+    return {"clusterctl.job", *(p.relative_to(folder).parts[0].removesuffix(".py") for p in shipped(job))}
 
 
 class _Tee(io.TextIOBase):
@@ -244,10 +260,12 @@ class _Tee(io.TextIOBase):
 
 
 def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path | None,
-           quiet: bool = False, progress: Callable[[str], None] | None = None,
+           quiet: bool = False, progress: Callable[[Progress], None] | None = None,
            tunnel: bool = False) -> SubmitResult:
     """Run the job on the cluster and save what it returns. Raises ``JobFailed`` (run folder kept).
-    With ``tunnel`` the client reaches the scheduler through the SSH connection to its host."""
+    ``progress`` is called with the scheduler's task counts while the job runs (see
+    ``clusterctl.progress``). With ``tunnel`` the client reaches the scheduler through the SSH
+    connection to its host."""
     if not tunnel:
         return _submit(current, current.scheduler_address, job, params, output, quiet, progress)
     from clusterctl import tunnel as tunnels
@@ -258,11 +276,11 @@ def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path
 
 
 def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any], output: Path | None,
-            quiet: bool, progress: Callable[[str], None] | None) -> SubmitResult:
+            quiet: bool, progress: Callable[[Progress], None] | None) -> SubmitResult:
     check_reachable(address)
     folder = run_dir(output, job.name)
     started = time.perf_counter()
-    with _captured(folder / "job.log", quiet):
+    with _captured(folder / "job.log", quiet, job_loggers(job)):
         from distributed import Client
 
         from clusterctl import api
@@ -277,7 +295,7 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 client.upload_file(str(bundle(job, Path(tmp))))
-            with _watching(client, progress):
+            with watch(client, progress):
                 result = _call(job, client, params, folder)
         except BaseException:
             _cancel(client)
@@ -299,7 +317,8 @@ def _call(job: Job, client: Any, params: dict[str, Any], folder: Path) -> dict:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
-        logging.getLogger("clusterctl.job").error("job failed:\n%s", traceback.format_exc())
+        # job.log only: the person sees the one-line message, not the traceback
+        logging.getLogger("clusterctl.submit").error("job failed:\n%s", traceback.format_exc())
         raise JobFailed(f"job {job.name} failed: {type(exc).__name__}: {exc} (log and traceback in"
                         f" {folder / 'job.log'})") from None
     if not isinstance(result, dict):
@@ -320,33 +339,3 @@ def _cancel(client: Any) -> None:
     """Ctrl-C or a failure: cancel what this client still has on the cluster."""
     with contextlib.suppress(Exception):
         client.cancel(list(client.futures), force=True)
-
-
-@contextlib.contextmanager
-def _watching(client: Any, progress: Callable[[str], None] | None) -> Iterator[None]:
-    """Report the cluster's task counts every half second while the job runs."""
-    if progress is None:
-        yield
-        return
-    import threading
-
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            with contextlib.suppress(Exception):
-                info = client.scheduler_info(n_workers=-1)
-                counts: dict[str, int] = {}
-                for w in info.get("workers", {}).values():
-                    for state, n in (w.get("metrics", {}).get("task_counts") or {}).items():
-                        counts[state] = counts.get(state, 0) + n
-                busy = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if n) or "idle"
-                progress(f"{len(info.get('workers', {}))} workers: {busy}")
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=2)

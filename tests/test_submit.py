@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,3 +172,55 @@ def test_sentiment_job_through_submit(cluster, tmp_path):
     bad = cli("submit", Path(__file__).parent.parent / "jobs" / "sentiment.py", "-p", "vectorizer=bogus",
               "-o", tmp_path / "bad")
     assert bad.code == 1 and "vectorizer" in bad.err and "Traceback" not in bad.err
+
+
+PROGRESS = re.compile(r"^trivial on sub: (\d+)/(\d+) tasks done(, \d+ failed)?, \d+:\d\d elapsed$", re.M)
+
+
+def test_progress_and_log_lines_on_stderr_without_a_terminal(cluster, tmp_path):
+    """Not a terminal: a plain line at most every 5 s and the last one; the job's log lines as they come."""
+    cli, _ = cluster
+    result = cli("submit", JOBS / "trivial.py", "-p", "n=24", "-p", "sleep=0.5", "-o", tmp_path / "r")
+    assert result.code == 0, result.out + result.err
+    counts = [(int(done), int(known)) for done, known, _ in PROGRESS.findall(result.err)]
+    assert 2 <= len(counts) <= 4, result.err  # about 6 s of tasks: one line at 5 s, then the last
+    assert all(done <= known for done, known in counts)
+    assert counts[-1] == (24, 24) and counts[0][0] < 24  # the 24 squares, all done at the end
+    assert "INFO squaring 24 numbers" in result.err and "hello from the job" in result.err
+    assert result.err.index("squaring 24 numbers") < result.err.index("tasks done")  # while it ran
+    assert "tasks done" not in result.out
+
+
+def test_no_progress_with_json(cluster, tmp_path):
+    cli, _ = cluster
+    result = cli("submit", JOBS / "trivial.py", "-p", "n=8", "-p", "sleep=0.2", "-o", tmp_path / "r", "--json")
+    assert result.code == 0, result.out + result.err
+    assert json.loads(result.out)["total"] == sum(i * i for i in range(8))
+    assert "tasks done" not in result.err and "squaring" not in result.err
+
+
+def test_live_progress_line_on_a_terminal(cluster, tmp_path):
+    import pty
+
+    cli, _ = cluster
+    env = {**os.environ, "CLUSTERCTL_HOME": str(cli.home), "COLUMNS": "120", "TERM": "xterm"}
+    main, other = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "clusterctl", "submit", str(JOBS / "trivial.py"), "-p", "n=8",
+                             "-p", "sleep=0.5", "-o", str(tmp_path / "r")], env=env, stdin=other, stdout=other,
+                            stderr=other, close_fds=True)
+    os.close(other)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the command exited and closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in screen and "━" in screen  # rich's live bar, redrawn in place
+    assert re.search(r"trivial on sub: 8/8 tasks done, \d+:\d\d elapsed", screen), screen
+    assert "squaring 8 numbers" in screen and "total" in screen
