@@ -40,25 +40,52 @@ def _size(n: Any) -> str:
     return str(n)
 
 
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    rows = []
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            rows += _flatten(value, f"{prefix}{key}.")
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
+TABLE_WIDTH = 100  # the result table's most columns
+KEY = 24  # the most characters of a key in it
+CELL = 70  # of a value, where no width is given
 
 
-def _fmt(value: Any) -> str:
-    """One short cell: the whole value is in result.json."""
+def _fmt(value: Any, limit: int = CELL) -> str:
+    """One short cell of a value; the whole value is in result.json."""
     if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        text = json.dumps(value)
-        return text if len(text) <= 100 else f"[{len(value)} items: see result.json]"
-    text = str(value)
-    return text if len(text) <= 140 else text[:137] + "..."
+        text = f"{value:.4g}"
+    elif isinstance(value, dict) and len(value) > limit:
+        return f"{len(value)} entries: in result.json"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k} {_fmt(v, limit)}" for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_fmt(v, limit) for v in value[:limit])  # a huge list: never all of it
+        if len(value) > limit or len(text) > limit:
+            return f"{len(value)} items: in result.json"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 20] + "... (in result.json)"
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def summary_rows(result: dict, width: int = TABLE_WIDTH) -> list[tuple[str, str]]:
+    """The rows of a job's result table, every row within ``width`` columns: the job's ``summary``
+    dict when it returned one; else its scalar top-level values and its short lists, and the names of
+    the rest, which only result.json holds."""
+    summary = result.get("summary")
+    shown = summary if isinstance(summary, dict) and summary else result
+    key_width = min(max([len(str(k)) for k in shown] + [len("in result.json")]), KEY)
+    limit = max(width - key_width - 7, 20)  # 7: the table's borders and padding
+    rows, rest = [], []
+    for key, value in shown.items():
+        short = (isinstance(value, (list, tuple, dict)) and len(value) <= 8
+                 and all(_scalar(v) for v in (value.values() if isinstance(value, dict) else value))
+                 and len(_fmt(value, limit)) <= limit // 2)
+        if shown is summary or (_scalar(value) and len(str(value)) <= 4 * limit) or short:
+            rows.append((_fmt(key, key_width), _fmt(value, limit)))
+        else:
+            rest.append(str(key))
+    if rest:
+        rows.append(("in result.json", _fmt(", ".join(rest), limit)))
+    return rows
 
 
 def elapsed_text(seconds: float) -> str:
@@ -274,17 +301,21 @@ class Console:
     # -- submit --------------------------------------------------------------------------------
     def job_result(self, submitted: SubmitResult) -> None:
         if self.json:
-            self.emit({"job": submitted.job, "cluster": submitted.cluster, "run_dir": submitted.run_dir,
-                       "seconds": round(submitted.seconds, 3), "artifacts": submitted.artifacts,
-                       **submitted.result})
+            from clusterctl.jobs import jsonable
+
+            self.emit(jsonable({"job": submitted.job, "cluster": submitted.cluster, "run_dir": submitted.run_dir,
+                                "seconds": round(submitted.seconds, 3), "artifacts": submitted.artifacts,
+                                **submitted.result}))
             return
         table = Table(title=f"{submitted.job} on {submitted.cluster}", title_justify="left", show_header=False)
-        table.add_column("field")
+        table.add_column("field", no_wrap=True)
         table.add_column("value", overflow="fold")
-        for key, value in _flatten(submitted.result):
-            table.add_row(escape(key), escape(_fmt(value)))
-        self.out.print(table)
-        self.out.print(f"took {submitted.seconds:.1f} s; results in {submitted.run_dir}/", markup=False)
+        width = min(self.out.width, TABLE_WIDTH)
+        for key, value in summary_rows(submitted.result, width):
+            table.add_row(escape(key), escape(value))
+        self.out.print(table, width=width)
+        files = ", ".join(["result.json", "job.log", *submitted.artifacts])
+        self.out.print(f"took {submitted.seconds:.1f} s; run folder {submitted.run_dir}/ ({files})", markup=False)
 
     # -- logs ----------------------------------------------------------------------------------
     def log_block(self, name: str, text: str) -> None:

@@ -306,9 +306,19 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
     artifacts = _write_artifacts(folder, result.pop("artifacts", None) or {})
     record = {"job": job.name, "cluster": current.cluster, "params": params, "seconds": round(seconds, 3),
               "artifacts": artifacts, "result": result}
-    (folder / "result.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    (folder / "result.json").write_text(json.dumps(jsonable(record), indent=2, default=str) + "\n")
     return SubmitResult(job=job.name, cluster=current.cluster, run_dir=str(folder), seconds=seconds,
                         result=result, artifacts=artifacts)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every dict key made a string, so that json.dumps takes a job's result whatever
+    its keys (a tuple, a class); the values that JSON cannot hold are left to ``default=str``."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def _call(job: Job, client: Any, params: dict[str, Any], folder: Path) -> dict:

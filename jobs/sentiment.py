@@ -212,5 +212,6 @@ def run(
     png = report.roc_png(curves, f"Sentiment ROC, held-out {n_test:,} rows")
     seconds["total"] = time.perf_counter() - t_start
     result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    result["summary"] = report.summary(result)
     result["artifacts"] = {"roc.png": png}
     return result

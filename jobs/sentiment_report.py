@@ -69,6 +69,26 @@ def chosen(ranked: list[dict], n_rows: int, cv: int) -> str:
     return sentence + "."
 
 
+def summary(result: dict) -> dict:
+    """The headline figures that ``clusterctl submit`` shows first, each short enough for one line."""
+    best = result["best_params"]
+    rows = {
+        "accuracy": result["accuracy"],
+        "ROC AUC": result["roc_auc"],
+        "model": f"{FAMILY[best['kind']]}, CV ROC AUC {result['candidates'][0]['cv_auc']:.3f}",
+        "rows": f"{result['n_train']:,} train, {result['n_test']:,} test ({result['data'].get('source', '?')})",
+        "workers": f"{result['n_workers']}, {result['npartitions']} partitions",
+        "seconds": ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()),
+    }
+    base = result.get("baseline")
+    if base and "speedup" in base:
+        rows["speedup"] = (f"{base['speedup']}x against the single-node search ({base['seconds']:g} s,"
+                           f" ROC AUC {base['roc_auc']})")
+    elif base:
+        rows["baseline"] = base.get("skipped", "not run")
+    return rows
+
+
 def baseline(client, X, y, X_test, y_test, cands, cv: int, seed: int, distributed_s: float):
     """The same search single-node with scikit-learn (n_jobs=-1) on the client, same data/folds."""
     from sklearn.model_selection import GridSearchCV

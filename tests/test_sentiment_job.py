@@ -72,6 +72,28 @@ def test_job_on_synthetic_rows_with_baseline(client, fake_corpus):
     base = result["baseline"]
     assert {"seconds", "accuracy", "roc_auc", "speedup"} <= set(base)
     assert base["best_params"] == result["best_params"]  # same candidates, same folds
+    summary = result["summary"]
+    assert list(summary)[:3] == ["accuracy", "ROC AUC", "model"] and "speedup" in summary
+    assert summary["accuracy"] == result["accuracy"] and summary["rows"].startswith("1,")
+    table = result_table(result)
+    assert all(len(line) <= 100 for line in table.splitlines()[:-1]), table
+    assert table.index("accuracy") < table.index("ROC AUC") < table.index("speedup") < table.index("run folder")
+    assert "candidates" not in table and "The search tried" not in table  # in result.json only
+
+
+def result_table(result: dict) -> str:
+    """What ``clusterctl submit`` prints for this result when stdout is not a terminal."""
+    import io
+
+    from rich.console import Console as RichConsole
+
+    from clusterctl.console import Console
+    from clusterctl.jobs import SubmitResult
+
+    console = Console()
+    console.out = RichConsole(file=io.StringIO(), width=160, highlight=False, soft_wrap=True)
+    console.job_result(SubmitResult(job="sentiment", cluster="c", run_dir="runs/x", seconds=9.0, result=result))
+    return console.out.file.getvalue()
 
 
 @pytest.mark.parametrize("model, vectorizer", [("xgboost", "tfidf"), ("linear", "hashing")])

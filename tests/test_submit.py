@@ -224,3 +224,18 @@ def test_live_progress_line_on_a_terminal(cluster, tmp_path):
     assert "\x1b[" in screen and "━" in screen  # rich's live bar, redrawn in place
     assert re.search(r"trivial on sub: 8/8 tasks done, \d+:\d\d elapsed", screen), screen
     assert "squaring 8 numbers" in screen and "total" in screen
+
+
+def test_result_table_names_long_values_instead_of_printing_them(cluster, tmp_path):
+    cli, _ = cluster
+    out = tmp_path / "big"
+    result = cli("submit", JOBS / "big.py", "-o", out)
+    assert result.code == 0, result.out + result.err
+    lines = result.out.splitlines()
+    assert all(len(line) <= 100 for line in lines[:-1]), result.out  # the last: the run folder's path
+    assert "99999" not in result.out and "word word word word word word word word" not in result.out
+    assert re.search(r"in result\.json\s*│\s*numbers, essay\s", result.out), result.out
+    assert "(1, 2) 3, (4, 5) 9" in result.out  # a small dict is shown, its keys as result.json has them
+    assert "total" in result.out and "127.0.0.1" in result.out
+    saved = json.loads((out / "result.json").read_text())["result"]
+    assert len(saved["numbers"]) == 100_000 and saved["pairs"] == {"(1, 2)": 3, "(4, 5)": 9}
