@@ -301,7 +301,7 @@ class Console:
     # -- submit --------------------------------------------------------------------------------
     def job_result(self, submitted: SubmitResult) -> None:
         if self.json:
-            from clusterctl.jobs import jsonable
+            from clusterctl.driver import jsonable
 
             self.emit(jsonable({"job": submitted.job, "cluster": submitted.cluster, "run_dir": submitted.run_dir,
                                 "seconds": round(submitted.seconds, 3), "artifacts": submitted.artifacts,

@@ -9,26 +9,20 @@ to a run folder: ``result.json``, ``job.log``, and any ``artifacts`` ({filename:
 from __future__ import annotations
 
 import ast
-import contextlib
-import hashlib
 import importlib
 import inspect
-import io
-import json
-import logging
 import math
 import socket
 import sys
 import tempfile
 import time
-import traceback
 import typing
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterctl import driver
 from clusterctl.errors import ClusterctlError, UsageError
 from clusterctl.progress import Progress, watch
 from clusterctl.spec import split_address
@@ -153,19 +147,9 @@ def run_dir(output: Path | None, job: str) -> Path:
 
 
 def bundle(job: Job, into: Path) -> Path:
-    """Zip the job and the modules of its folder that it imports (see ``shipped``) under a name that
-    changes with their content, so a re-upload is imported fresh by workers that already imported
-    an older one. Every worker imports every module of the zip."""
-    folder = job.path.resolve().parent
-    files = shipped(job)
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(str(p.relative_to(folder)).encode() + p.read_bytes())
-    archive = into / f"clusterctl-job-{job.name}-{digest.hexdigest()[:12]}.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for p in files:
-            zf.write(p, p.relative_to(folder).as_posix())
-    return archive
+    """Zip the job and the modules of its folder that it imports (see ``shipped``); every worker
+    imports every module of the zip (``driver.zip_job``)."""
+    return driver.zip_job(job.path.resolve().parent, shipped(job), job.name, into)
 
 
 def shipped(job: Job) -> list[Path]:
@@ -215,48 +199,11 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
                               " 'clusterctl status', and 'clusterctl up INVENTORY' to restart it") from None
 
 
-@contextlib.contextmanager
-def _captured(log_path: Path, quiet: bool, loggers: set[str]) -> Iterator[None]:
-    """The job's logging and prints go to job.log, and to stderr as they come unless quiet (only the
-    job's own loggers there, not distributed's): stdout stays for --json."""
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    shown = None if quiet else logging.StreamHandler(sys.stderr)
-    if shown is not None:
-        shown.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        shown.addFilter(lambda r: any(r.name == n or r.name.startswith(n + ".") for n in loggers))
-        root.addHandler(shown)
-    with open(log_path, "a") as log, contextlib.redirect_stdout(_Tee(log, None if quiet else sys.stderr)):
-        try:
-            yield
-        finally:
-            for h in (handler, shown):
-                if h is not None:
-                    root.removeHandler(h)
-                    h.close()
-            root.setLevel(old_level)
-
-
 def job_loggers(job: Job) -> set[str]:
     """The loggers whose lines are the job's own: ``clusterctl.job`` (the jobs here use it) and the
     modules shipped with it (``logging.getLogger(__name__)``)."""
     folder = job.path.resolve().parent
     return {"clusterctl.job", *(p.relative_to(folder).parts[0].removesuffix(".py") for p in shipped(job))}
-
-
-class _Tee(io.TextIOBase):
-    def __init__(self, *streams: Any):
-        self.streams = [s for s in streams if s is not None]
-
-    def write(self, text: str) -> int:
-        for s in self.streams:
-            s.write(text)
-            s.flush()
-        return len(text)
 
 
 def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path | None,
@@ -280,7 +227,7 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
     check_reachable(address)
     folder = run_dir(output, job.name)
     started = time.perf_counter()
-    with _captured(folder / "job.log", quiet, job_loggers(job)):
+    with driver.captured(folder / "job.log", None if quiet else sys.stderr, job_loggers(job)):
         from distributed import Client
 
         from clusterctl import api
@@ -298,54 +245,19 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
             with watch(client, progress):
                 result = _call(job, client, params, folder)
         except BaseException:
-            _cancel(client)
+            driver.cancel(client)
             raise
         finally:
             client.close(timeout=5)
     seconds = time.perf_counter() - started
-    artifacts = _write_artifacts(folder, result.pop("artifacts", None) or {})
-    record = {"job": job.name, "cluster": current.cluster, "params": params, "seconds": round(seconds, 3),
-              "artifacts": artifacts, "result": result}
-    (folder / "result.json").write_text(json.dumps(jsonable(record), indent=2, default=str) + "\n")
+    artifacts = driver.keep(folder, {"job": job.name, "cluster": current.cluster, "params": params,
+                                     "seconds": round(seconds, 3)}, result)
     return SubmitResult(job=job.name, cluster=current.cluster, run_dir=str(folder), seconds=seconds,
                         result=result, artifacts=artifacts)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with every dict key made a string, so that json.dumps takes a job's result whatever
-    its keys (a tuple, a class); the values that JSON cannot hold are left to ``default=str``."""
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def _call(job: Job, client: Any, params: dict[str, Any], folder: Path) -> dict:
     try:
-        result = job.run(client, **params)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        # job.log only: the person sees the one-line message, not the traceback
-        logging.getLogger("clusterctl.submit").error("job failed:\n%s", traceback.format_exc())
-        raise JobFailed(f"job {job.name} failed: {type(exc).__name__}: {exc} (log and traceback in"
-                        f" {folder / 'job.log'})") from None
-    if not isinstance(result, dict):
-        raise JobFailed(f"job {job.name} returned {type(result).__name__}, not a dict")
-    return result
-
-
-def _write_artifacts(folder: Path, artifacts: dict) -> list[str]:
-    written = []
-    for name, data in artifacts.items():
-        target = folder / Path(name).name  # no paths outside the run folder
-        target.write_bytes(data if isinstance(data, bytes) else str(data).encode())
-        written.append(target.name)
-    return written
-
-
-def _cancel(client: Any) -> None:
-    """Ctrl-C or a failure: cancel what this client still has on the cluster."""
-    with contextlib.suppress(Exception):
-        client.cancel(list(client.futures), force=True)
+        return driver.call(job.run, job.name, client, params, folder / "job.log")
+    except driver.JobError as exc:
+        raise JobFailed(str(exc)) from None
