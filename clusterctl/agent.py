@@ -315,6 +315,55 @@ def op_tail(req):
     return {"tails": {path: _tail(path, req.get("lines", 20)) for path in req["files"]}}
 
 
+def _json_file(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def op_jobs(req):
+    """The detached jobs recorded under ``dir`` (the cluster's ``jobs/`` folder on this host): each
+    one's spec and status files as the driver left them, whether a process carries its marker, the
+    files of its run folder, and the last lines of the driver's own log."""
+    folder = req["dir"]
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {"jobs": []}
+    markers = _markers()
+    jobs = []
+    for name in names:
+        d = os.path.join(folder, name)
+        spec = _json_file(os.path.join(d, "spec.json"))
+        if spec is None:
+            continue
+        run = os.path.join(d, "run")
+        try:
+            files = {f: os.path.getsize(os.path.join(run, f)) for f in sorted(os.listdir(run))
+                     if os.path.isfile(os.path.join(run, f))}
+        except OSError:
+            files = {}
+        jobs.append({"id": name, "dir": d, "spec": spec, "status": _json_file(os.path.join(d, "status.json")),
+                     "pids": sorted(pid for pid, value in markers.items() if value == d),
+                     "files": files, "log": _tail(os.path.join(d, "log"), 5)})
+    return {"jobs": jobs}
+
+
+def op_read(req):
+    """Up to ``limit`` bytes of a file from ``offset`` (base64), and its size."""
+    import base64
+
+    with open(req["path"], "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(req.get("offset", 0))
+        data = f.read(req.get("limit", 1 << 20))
+    return {"data": base64.b64encode(data).decode(), "size": size}
+
+
 def _reach(host, port, timeout):
     """'listening' | 'refused' (the host answers, nothing listens) | 'timeout' | an error text."""
     try:
@@ -357,7 +406,7 @@ def op_doctor(req):
 
 
 OPS = {"probe": op_probe, "alive": op_alive, "write": op_write, "start": op_start, "stop": op_stop,
-       "tail": op_tail, "doctor": op_doctor}
+       "tail": op_tail, "doctor": op_doctor, "jobs": op_jobs, "read": op_read}
 
 
 def serve(stdin=None, out=None):

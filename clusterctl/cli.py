@@ -177,12 +177,17 @@ def submit(
                                           " runs/<timestamp>-<job>/)."),
     tunnel: bool = typer.Option(False, "--tunnel", help="Reach the scheduler through the SSH connection"
                                 " to its host (firewall, bastion)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run the job's driver on a cluster host and"
+                                " return its job id at once (see 'clusterctl jobs')."),
+    on: Optional[str] = typer.Option(None, "--on", help="With --detach: the host (id or address) that runs"
+                                     " the driver (default: the scheduler's)."),
     cluster: Optional[str] = CLUSTER,
     json_output: bool = JSON,
 ) -> None:
     """Run a job module on the cluster and save its result, log and artifacts in a run folder.
 
     Ctrl-C cancels the job's work on the cluster. A failing job exits 1 and keeps its run folder.
+    With --detach the job runs on without this terminal: 'clusterctl jobs' follows, stops and fetches it.
     """
     console = Console(json_output)
 
@@ -192,7 +197,17 @@ def submit(
         # Bad input first: a wrong parameter is exit 2 whether or not a cluster is up.
         the_job = jobs.load(job)
         params = jobs.parse_params(the_job, param)
+        if not detach and (on is not None):
+            raise UsageError("--on is only used with --detach")
+        if detach and (output is not None or tunnel):
+            raise UsageError("--output and --tunnel are for an attached run: a detached job keeps its run"
+                             " folder on its host ('clusterctl jobs fetch ID --output DIR' copies it here)")
         current = state.require(cluster)
+        if detach:
+            from clusterctl import detach as detached
+
+            console.job_submitted(asyncio.run(detached.submit(current, the_job, params, on)))
+            return 0
         with console.job_progress(f"{the_job.name} on {current.cluster}") as progress:
             result = jobs.submit(current, the_job, params, output, quiet=console.json, progress=progress,
                                  tunnel=tunnel)
@@ -260,7 +275,6 @@ def env(
     console = Console(shell == "json")
 
     def work() -> int:
-        import json
         import shlex
 
         from clusterctl import api
@@ -409,6 +423,118 @@ def doctor(
         result = asyncio.run(doctors.doctor(name, targets, address, running))
         console.doctor_result(result)
         return result.exit_code
+
+    _run(console, work)
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Detached jobs (submit --detach): list, status, logs, stop,"
+                       " fetch. Their records live on the cluster's hosts.")
+app.add_typer(jobs_app, name="jobs")
+JOB_ID = typer.Argument(..., help="The job id that 'submit --detach' printed (see 'clusterctl jobs list').")
+
+
+@jobs_app.command("list")
+def jobs_list(cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
+    """Every job of the cluster: id, job, params, status, started, duration."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import detach, state
+
+        current = state.require(cluster)
+        infos, unreachable = asyncio.run(detach.list_jobs(current))
+        console.job_list(current.cluster, infos, unreachable)
+        return 3 if unreachable else 0
+
+    _run(console, work)
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: str = JOB_ID, cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
+    """A job's state (queued, running, succeeded, failed, stopped), its tasks while it runs, its error."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import detach, state
+
+        console.job_status(asyncio.run(detach.status(state.require(cluster), job_id)))
+        return 0
+
+    _run(console, work)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: str = JOB_ID,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends (Ctrl-C"
+                                " stops following, not the job)."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """The job's log (job.log: its log lines, prints and, when it failed, the traceback)."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import detach, state
+
+        current = state.require(cluster)
+
+        async def read() -> str:
+            chunks = []
+            async for chunk in detach.logs(current, job_id, follow=follow and not console.json):
+                if console.json:
+                    chunks.append(chunk)
+                else:
+                    console.stream(chunk)
+            return "".join(chunks)
+
+        try:
+            text = asyncio.run(read())
+        except KeyboardInterrupt:  # Ctrl-C ends following; the job runs on
+            return 0
+        if console.json:
+            console.emit({"job_id": job_id, "log": text})
+        return 0
+
+    _run(console, work)
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    job_id: str = JOB_ID,
+    grace: float = typer.Option(10.0, help="Seconds the driver gets to cancel its work before SIGKILL."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """Cancel the job's work on the cluster, then end its driver."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import detach, state
+
+        console.job_stopped(*asyncio.run(detach.stop(state.require(cluster), job_id, grace)))
+        return 0
+
+    _run(console, work)
+
+
+@jobs_app.command("fetch")
+def jobs_fetch(
+    job_id: str = JOB_ID,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to copy the run folder"
+                                          " (default: runs/<job id>/)."),
+    cluster: Optional[str] = CLUSTER,
+    json_output: bool = JSON,
+) -> None:
+    """Copy an ended job's run folder here: result.json, job.log, artifacts (as an attached run)."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import detach, state
+
+        info, folder = asyncio.run(detach.fetch(state.require(cluster), job_id, output))
+        console.job_fetched(info, folder)
+        return 0
 
     _run(console, work)
 

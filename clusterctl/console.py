@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the results this layer prints; importing them here would lo
     from clusterctl.doctor import DoctorResult
     from clusterctl.teardown import DownResult
     from clusterctl.jobs import SubmitResult
+    from clusterctl.detach import JobInfo
     from clusterctl.progress import Progress
     from clusterctl.ops import HostRun, RunResult
     from clusterctl.preflight import HostRow
@@ -100,6 +101,11 @@ def progress_text(p: Progress) -> str:
     return f"{p.done}/{p.known} tasks done{failed}, {elapsed_text(p.elapsed)} elapsed"
 
 
+def _job_status(status: str) -> str:
+    colour = {"succeeded": "green", "failed": "red", "stopped": "yellow", "running": "cyan"}.get(status)
+    return f"[{colour}]{status}[/]" if colour else status
+
+
 def _yes(value: Any) -> str:
     return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}.get(value, str(value))
 
@@ -136,6 +142,11 @@ class Console:
     def raw(self, text: str) -> None:
         """A line for a program (a shell's eval): no markup, no wrapping."""
         sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def stream(self, text: str) -> None:
+        """Text as it comes (a log followed), unchanged."""
+        sys.stdout.write(text)
         sys.stdout.flush()
 
     def line(self, text: str) -> None:
@@ -278,6 +289,8 @@ class Console:
             return
         for host, why in result.unreachable.items():
             self.err.print(f"[yellow]{escape(host)}[/]: not verified: {escape(why)}")
+        if result.jobs_stopped:
+            self.out.print(f"stopped the jobs {escape(', '.join(result.jobs_stopped))} first", markup=False)
         for host, procs in result.left.items():
             for p in procs:
                 self.err.print(f"[red]{escape(host)}[/]: still running pid {p['pid']}: {escape(p['cmd'])}")
@@ -316,6 +329,72 @@ class Console:
         self.out.print(table, width=width)
         files = ", ".join(["result.json", "job.log", *submitted.artifacts])
         self.out.print(f"took {submitted.seconds:.1f} s; run folder {submitted.run_dir}/ ({files})", markup=False)
+
+    # -- detached jobs ---------------------------------------------------------------------------
+    def job_submitted(self, info: JobInfo) -> None:
+        if self.json:
+            self.emit({"job_id": info.job_id, "cluster": info.cluster, "status": info.status, "host": info.host})
+            return
+        self.out.print(f"job {info.job_id} {info.status} on {info.host} ({info.cluster})", markup=False)
+        self.err.print(f"  follow it:  clusterctl jobs logs {info.job_id} --follow\n"
+                       f"  its state:  clusterctl jobs status {info.job_id}\n"
+                       f"  its result: clusterctl jobs fetch {info.job_id}", markup=False)
+
+    def job_list(self, cluster: str, infos: list[JobInfo], unreachable: dict[str, str]) -> None:
+        if self.json:
+            self.emit({"cluster": cluster, "jobs": [i.to_dict() for i in infos], "unreachable": unreachable})
+            return
+        for host, why in unreachable.items():
+            self.err.print(f"[yellow]{escape(host)}[/]: its jobs are not listed: {escape(why)}")
+        if not infos:
+            self.out.print(f"no jobs on {escape(cluster)} (start one with 'clusterctl submit JOB.py --detach')")
+            return
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("id", "job", "params", "status", "started", "duration"):
+            table.add_column(column, no_wrap=column != "params", overflow="fold")
+        for i in infos:
+            params = _fmt(", ".join(f"{k}={v}" for k, v in i.params.items()) or "-", 30)
+            started = time.strftime("%m-%d %H:%M:%S", time.localtime(i.started)) if i.started else "-"
+            duration = elapsed_text(i.duration) if i.duration is not None else "-"
+            table.add_row(escape(i.job_id), escape(i.job), escape(params), _job_status(i.status), started, duration)
+        self.out.print(table)
+
+    def job_status(self, info: JobInfo) -> None:
+        if self.json:
+            self.emit(info.to_dict())
+            return
+        rows = [("job", f"{info.job} ({info.job_id})"), ("status", info.status), ("host", info.host),
+                ("params", ", ".join(f"{k}={v}" for k, v in info.params.items()) or "-")]
+        if info.started:
+            rows.append(("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.started))))
+        if info.duration is not None:
+            rows.append(("duration", elapsed_text(info.duration)))
+        p = info.progress
+        if p:
+            failed = f", {p['failed']} failed" if p.get("failed") else ""
+            rows.append(("tasks", f"{p['done']}/{p['known']} done{failed}"))
+        if info.error:
+            rows.append(("error", info.error))
+        if info.finished and info.files:
+            rows.append(("run folder", f"{info.dir}/run/ on {info.host} ('clusterctl jobs fetch {info.job_id}')"))
+        for key, value in rows:
+            self.out.print(f"{key:>10}  {value}", markup=False)
+
+    def job_stopped(self, info: JobInfo, was_running: bool) -> None:
+        if self.json:
+            self.emit({**info.to_dict(), "was_running": was_running})
+            return
+        if was_running:
+            self.out.print(f"job {info.job_id} stopped: its work on the cluster was cancelled", markup=False)
+        else:
+            self.out.print(f"job {info.job_id} had already ended ({info.status}); nothing to stop", markup=False)
+
+    def job_fetched(self, info: JobInfo, folder: Any) -> None:
+        if self.json:
+            self.emit({"job_id": info.job_id, "status": info.status, "run_dir": str(folder), "files": list(info.files)})
+            return
+        self.out.print(f"job {info.job_id} ({info.status}): {', '.join(info.files) or 'no files'} in {folder}/",
+                       markup=False)
 
     # -- logs ----------------------------------------------------------------------------------
     def log_block(self, name: str, text: str) -> None:

@@ -23,6 +23,7 @@ class DownResult:
     # there was never verified stopped; they do not keep the cluster from being forgotten.
     unverified: dict[str, str] = field(default_factory=dict)
     retired: bool = False
+    jobs_stopped: list[str] = field(default_factory=list)  # detached jobs stopped first (--force)
     forgotten: bool = False
     nothing: bool = False
     exit_code: int = OK
@@ -50,6 +51,7 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
         result = DownResult(cluster=name)
         async with Pool(states.home() / "known_hosts") as pool:
             await pool.open([current.host(h) for h in current.hosts])
+            await _stop_jobs(Agents(pool), current, result, force, grace)
             await _stop_everything(Agents(pool), current, result, force, grace)
         _settle(name, current, result)
         return result
@@ -67,6 +69,24 @@ def _load(name: str, force: bool, inventory: Inventory | None) -> ClusterState |
     if force and inventory is not None:
         current = _with_inventory(current, state_from_inventory(inventory))
     return current
+
+
+async def _stop_jobs(agents: Agents, current: ClusterState, result: DownResult, force: bool,
+                     grace: float) -> None:
+    """Detached jobs still queued or running refuse ``down``; with ``force`` they are stopped first
+    (their drivers cancel their work while the scheduler is still there)."""
+    from clusterctl import detach
+
+    reachable = [h for h in current.roots if agents.pool.failure(current.host(h)) is None]
+    running = await detach.unfinished(agents, current, reachable)
+    if running and not force:
+        ids = ", ".join(j.job_id for j in running)
+        raise ClusterctlError(f"cluster {current.cluster} has jobs still running: {ids}. Stop them with"
+                              " 'clusterctl jobs stop ID', or run 'clusterctl down --force' to stop them"
+                              " and the cluster")
+    if running:
+        stopped = await detach.stop_jobs(agents, current, running, grace)
+        result.jobs_stopped = [j.job_id for j in stopped]
 
 
 async def _stop_everything(agents: Agents, current: ClusterState, result: DownResult, force: bool,
