@@ -9,6 +9,8 @@ The Python API (``clusterctl.api``, its names re-exported here)::
 
     clusterctl.up("inventory.yaml")  ->  Cluster    clusterctl.status()  ->  StatusReport
     clusterctl.down()                ->  DownResult clusterctl.env()     ->  {"DASK_SCHEDULER_ADDRESS": ...}
+    clusterctl.submit_job("jobs/sentiment.py", {"rows": 5000})  ->  JobInfo (detached; see also
+    list_jobs(), job_status(id), job_logs(id), stop_job(id), fetch_job(id), and the same on Cluster)
 
 The ``clusterctl`` command is a thin layer over this package; nothing in it prints or exits.
 Failures are ``ClusterctlError``s that carry the message and the exit code.
@@ -19,8 +21,10 @@ from typing import Any
 from clusterctl.errors import ClusterctlError
 
 __version__ = "0.1.0"
-__all__ = ["Cluster", "ClusterctlError", "__version__", "clusters", "down", "env", "status", "up"]
-_API = {"Cluster", "clusters", "down", "env", "status", "up"}
+__all__ = ["Cluster", "ClusterctlError", "__version__", "clusters", "down", "env", "fetch_job", "job_logs",
+           "job_status", "list_jobs", "status", "stop_job", "submit_job", "up"]
+_API = {"Cluster", "clusters", "down", "env", "fetch_job", "job_logs", "job_status", "list_jobs", "status", "stop_job",
+        "submit_job", "up"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ from clusterctl.errors import PARTIAL, ClusterctlError, StateError, UsageError
 from clusterctl.state import ClusterState
 
 if TYPE_CHECKING:
+    from clusterctl.detach import JobInfo
     from clusterctl.teardown import DownResult
     from clusterctl.health import StatusReport
     from clusterctl.tls import Credentials
@@ -216,6 +217,28 @@ class Cluster(DaskCluster):
         """What ``clusterctl status --json`` says: a ``health.StatusReport``."""
         return status(self.name)
 
+    # -- detached jobs (as 'clusterctl submit --detach' and 'clusterctl jobs') -------------------
+    def submit_job(self, job: str | os.PathLike, params: dict[str, Any] | None = None, *,
+                   on: str | None = None) -> str:
+        """Start ``job`` (a job module's file) detached on the cluster; its job id."""
+        return submit_job(job, params, on=on, name=self.name).job_id
+
+    def jobs(self) -> list[JobInfo]:
+        """Every detached job of the cluster (``detach.JobInfo``), oldest first."""
+        return list_jobs(self.name)
+
+    def job_status(self, job_id: str) -> JobInfo:
+        return job_status(job_id, self.name)
+
+    def job_logs(self, job_id: str) -> str:
+        return job_logs(job_id, self.name)
+
+    def stop_job(self, job_id: str) -> JobInfo:
+        return stop_job(job_id, self.name)
+
+    def fetch_job(self, job_id: str, output: str | os.PathLike | None = None) -> Path:
+        return fetch_job(job_id, output, self.name)
+
     def scale(self, n: int = 0, **kwargs: Any) -> None:
         raise UsageError("a clusterctl cluster has the size its inventory gives it: edit the inventory and"
                          " run clusterctl.up(INVENTORY) (or 'clusterctl up')")
@@ -307,3 +330,61 @@ def status(name: str | None = None) -> StatusReport:
 
     current = load(name)
     return _sync(lambda: statuses.collect(current))
+
+
+# -- detached jobs --------------------------------------------------------------------------------
+
+def submit_job(job: str | os.PathLike, params: dict[str, Any] | None = None, *, on: str | None = None,
+               name: str | None = None) -> JobInfo:
+    """Start ``job`` detached (as ``clusterctl submit --detach``): its driver runs on the scheduler's
+    host (or ``on``); returns its record once it runs. ``params`` are checked against ``run``'s
+    signature first (``UsageError``), with the same conversion as ``-p KEY=VALUE``."""
+    from clusterctl import detach, jobs as attached
+
+    loaded = attached.load(Path(job))
+    pairs = [f"{k}={v}" for k, v in (params or {}).items()]
+    checked = attached.parse_params(loaded, pairs)
+    current = load(name)
+    return _sync(lambda: detach.submit(current, loaded, checked, on))
+
+
+def list_jobs(name: str | None = None) -> list[JobInfo]:
+    """The cluster's detached jobs, oldest first; a host that cannot be asked is a ``ClusterctlError``."""
+    from clusterctl import detach
+
+    found, unreachable = _sync(lambda: detach.list_jobs(load(name)))
+    if unreachable:
+        raise ClusterctlError("the jobs of some hosts could not be listed", details=list(unreachable.values()))
+    return found
+
+
+def job_status(job_id: str, name: str | None = None) -> JobInfo:
+    """A detached job's record: ``status`` (queued, running, succeeded, failed, stopped), ``progress``,
+    ``error``."""
+    from clusterctl import detach
+
+    return _sync(lambda: detach.status(load(name), job_id))
+
+
+def job_logs(job_id: str, name: str | None = None) -> str:
+    """A detached job's log as it is now."""
+    from clusterctl import detach
+
+    async def read() -> str:
+        return "".join([chunk async for chunk in detach.logs(load(name), job_id)])
+
+    return _sync(read)
+
+
+def stop_job(job_id: str, name: str | None = None) -> JobInfo:
+    """Cancel a detached job's work on the cluster and end its driver; its record after."""
+    from clusterctl import detach
+
+    return _sync(lambda: detach.stop(load(name), job_id))[0]
+
+
+def fetch_job(job_id: str, output: str | os.PathLike | None = None, name: str | None = None) -> Path:
+    """Copy an ended job's run folder here (default ``runs/<job id>/``); the folder."""
+    from clusterctl import detach
+
+    return _sync(lambda: detach.fetch(load(name), job_id, Path(output) if output is not None else None))[1]
