@@ -95,8 +95,12 @@ def current() -> str | None:
 
 
 def resolve_name(name: str | None) -> str:
-    """The cluster a command acts on: ``--cluster`` or the one brought up last."""
+    """The cluster a command acts on: ``--cluster``, the one brought up last, or the only one recorded
+    (a copy of ``clusters/NAME/`` in another home has no ``current`` file)."""
     chosen = name or current()
+    if not chosen:
+        recorded = sorted(home().glob("clusters/*/state.json"))
+        chosen = recorded[0].parent.name if len(recorded) == 1 else None
     if not chosen:
         raise StateError("no cluster is up: run 'clusterctl up INVENTORY' first (or pass --cluster NAME)")
     return chosen
