@@ -177,6 +177,7 @@ def drive(jobdir: Path) -> int:
     from clusterctl.progress import watch
 
     spec = json.loads((jobdir / SPEC).read_text())
+    (jobdir / "pid").write_text("%d\n" % os.getpid())  # as Dask's --pid-file does for the others
     status = _Status(jobdir / STATUS)
     signal.signal(signal.SIGTERM, _stop)
     folder = jobdir / RUN
