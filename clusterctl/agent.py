@@ -151,6 +151,93 @@ def _port_free(host, port):
     return False, "%s is not an address of this host" % host
 
 
+# -- the cluster's folder ---------------------------------------------------------------------------
+
+#: A file in every cluster's folder on a host, holding the cluster's name: how a cluster finds out
+#: that its folder lies inside another's, or holds one.
+CLUSTER_FILE = ".clusterctl-cluster"
+
+
+def _unsafe(root):
+    """Why the cluster's folder ``<workdir>/<cluster>/`` cannot be trusted, or ''. The workdir and the
+    folder (made by clusterctl) must be this user's, writable by nobody else, and not symbolic links;
+    the existing folders above them must belong to root or this user and be writable by nobody else
+    unless sticky (like /tmp). Anyone else who can write there could plant a link or swap a file."""
+    import stat
+
+    uid = os.geteuid()
+    root = root.rstrip("/")
+    workdir = os.path.dirname(root)
+    if not os.path.isabs(root):
+        return "%s is not an absolute path" % root
+    for path in (root, workdir):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            return "%s is a symbolic link: use a real folder of your own" % path
+        if not stat.S_ISDIR(st.st_mode):
+            return "%s is not a folder" % path
+        if st.st_uid != uid:
+            return "%s belongs to uid %d, not to this user (uid %d): remove it or choose another workdir" % (
+                path, st.st_uid, uid)
+        if st.st_mode & 0o022:
+            return "%s can be written by other users (mode %o): chmod go-w it, or choose another workdir" % (
+                path, stat.S_IMODE(st.st_mode))
+    parent = os.path.dirname(workdir)
+    while True:
+        try:
+            st = os.stat(parent)
+        except FileNotFoundError:
+            parent = os.path.dirname(parent)
+            continue
+        if st.st_uid not in (0, uid):
+            return "%s, above the workdir, belongs to uid %d: choose a workdir in a folder of your own" % (
+                parent, st.st_uid)
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return "%s, above the workdir, can be written by other users: choose another workdir" % parent
+        if parent == "/":
+            return ""
+        parent = os.path.dirname(parent)
+
+
+def _nested(root, name):
+    """Another cluster's folder around this one or inside it (down would mix them up), or ''."""
+    root = root.rstrip("/")
+    path = os.path.dirname(root)
+    while path != "/":
+        other = _cluster_in(path)
+        if other is not None:
+            return "%s lies inside the folder of cluster %s (%s)" % (root, other, path)
+        path = os.path.dirname(path)
+    for top, dirs, files in os.walk(root):
+        if top != root and CLUSTER_FILE in files:
+            return "%s holds the folder of cluster %s (%s)" % (root, _cluster_in(top), top)
+        if top.count("/") - root.count("/") >= 2:
+            dirs[:] = []
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+    return ""
+
+
+def _cluster_in(path):
+    try:
+        with open(os.path.join(path, CLUSTER_FILE)) as f:
+            return f.read().strip() or "?"
+    except OSError:
+        return None
+
+
+def _folder_problems(roots):
+    """{root: why it cannot be used} for the cluster folders ``roots`` ({root: cluster name})."""
+    found = {}
+    for root, name in roots.items():
+        why = _unsafe(root) or _nested(root, name)
+        if why:
+            found[root] = why
+    return found
+
+
 # -- operations -------------------------------------------------------------------------------------
 
 def op_probe(req):
@@ -166,6 +253,7 @@ def op_probe(req):
         "packages": package_versions(),
         "ports": ports,
         "alive": _alive(req.get("check", [])),
+        "folders": _folder_problems(req.get("roots", {})),
     }
 
 
@@ -182,7 +270,7 @@ def _write(path, text, mode):
     # Unique: hosts that share the folder (NFS, the test lab) may write the same file at once.
     tmp = "%s.%s.tmp" % (path, os.urandom(8).hex())
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.chmod(tmp, mode)
@@ -225,8 +313,15 @@ def _spawn(proc):
 
 
 def op_start(req):
-    """Write the files the processes need (e.g. TLS certificates), then start each process."""
-    failed = op_write({"files": req.get("files", [])})["failed"]
+    """Check the cluster's folders (``roots``: {root: cluster name}) and mark them as the cluster's,
+    write the files the processes need (e.g. TLS certificates), then start each process."""
+    unsafe = {root: _unsafe(root) for root in req.get("roots", {})}
+    said = "; ".join("cannot use %s: %s" % (root, why) for root, why in unsafe.items() if why)
+    if said:
+        return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
+    marks = [{"path": os.path.join(root, CLUSTER_FILE), "text": name + "\n", "mode": 0o600}
+             for root, name in req.get("roots", {}).items()]
+    failed = op_write({"files": marks + req.get("files", [])})["failed"]
     if failed:
         said = "; ".join(failed.values())
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
@@ -261,6 +356,15 @@ def _wait_gone(ours, seconds):
 CHILD_GRACE = 0.5  # seconds a nanny's child gets after SIGTERM (see op_stop)
 
 
+def _in_cluster(marker, root):
+    """Whether a marker is the directory of one of the cluster's own processes: ``<root><name>`` or
+    ``<root>jobs/<job id>``, not any folder under the root (another cluster's, nested inside)."""
+    if not marker.startswith(root):
+        return False
+    rest = marker[len(root):].strip("/").split("/")
+    return len(rest) == 1 and rest[0] not in ("", "jobs") or (len(rest) == 2 and rest[0] == "jobs" and rest[1] != "")
+
+
 def op_stop(req):
     """SIGTERM what was started, SIGKILL whatever carries its marker after the grace period, verify.
     ``prefix``: also every process whose marker lies under that folder (the cluster's, on down)."""
@@ -270,7 +374,7 @@ def op_stop(req):
 
     def ours():
         return {pid: value for pid, value in _markers().items()
-                if pid != me and (value in dirs or (prefix and value.startswith(prefix)))}
+                if pid != me and (value in dirs or (prefix and _in_cluster(value, prefix)))}
 
     targets = ours()
     # SIGTERM to the processes whose parent is not one of ours (the started ones, and any left

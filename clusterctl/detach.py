@@ -124,7 +124,8 @@ async def submit(current: ClusterState, job: attached.Job, params: dict[str, Any
     async with Pool(states.home() / "known_hosts") as pool:
         await pool.open([host])
         agents = Agents(pool)
-        answer = await agents.call(host, python, "start", timeout=60, procs=[proc], files=files)
+        answer = await agents.call(host, python, "start", timeout=60, procs=[proc], files=files,
+                                   roots={current.roots[host_id]: current.cluster})
         started = answer["started"][job_id]
         if "error" in started:
             raise ClusterctlError(f"[{host_id}] the driver of {job_id} did not start: {started['error']}")

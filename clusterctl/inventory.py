@@ -23,7 +23,9 @@ from clusterctl.errors import InventoryError
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" would let "x\n" through
 MEMORY_RE = re.compile(r"^(auto|\d+(\.\d+)?\s*([kmgtp]i?b?|b)?)\Z", re.IGNORECASE)
 HOST_RE = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}\Z")
-DEFAULT_WORKDIR = "/tmp/clusterctl"
+# The default workdir: one per user, so that no two users share a folder. clusterctl refuses a workdir
+# that another user owns or can write (agent._unsafe), so a folder planted by someone else is refused.
+DEFAULT_WORKDIR = "/tmp/clusterctl-{user}"
 # Dask's own default: a nanny that forks its worker while it runs threads of its own may copy a
 # lock in a held state into the child.
 DEFAULT_START_METHOD = "spawn"
@@ -579,7 +581,7 @@ class _Merged:
                          " like 0.5")
         return WorkerGroup(
             host=host, python=self.python(w, loc, host),
-            workdir=self.setting(w, loc, "workdir", DEFAULT_WORKDIR)[0],
+            workdir=self.setting(w, loc, "workdir", default_workdir(host))[0],
             nworkers=self.setting(w, loc, "nworkers", 1)[0], nthreads=self.setting(w, loc, "nthreads")[0],
             memory_limit=str(memory), nanny=self.setting(w, loc, "nanny", True)[0],
             start_method=self.setting(w, loc, "start_method", DEFAULT_START_METHOD)[0])
@@ -591,8 +593,16 @@ class _Merged:
             self.problem(("scheduler", "dashboard_port"),
                          f"same as scheduler.port ({s.port}); give the dashboard its own port")
         return SchedulerSpec(host=host, python=self.python(s, loc, host),
-                             workdir=self.setting(s, loc, "workdir", DEFAULT_WORKDIR)[0],
+                             workdir=self.setting(s, loc, "workdir", default_workdir(host))[0],
                              port=s.port, dashboard_port=s.dashboard_port, dashboard_host=s.dashboard_host)
+
+
+def default_workdir(host: Host) -> str:
+    """``/tmp/clusterctl-<user>``: the user that runs the processes there (the SSH user, or this
+    machine's user for a local host and when the inventory names none, as ssh does)."""
+    import getpass
+
+    return DEFAULT_WORKDIR.format(user=host.user if host.user and host.connection != "local" else getpass.getuser())
 
 
 def _tls(raw: Any, lines: dict, problems: list) -> TlsConfig:

@@ -32,6 +32,7 @@ class Probe:
     versions: dict[str, str | None] = field(default_factory=dict)
     ports: dict[str, str | None] = field(default_factory=dict)  # port -> None if free, else who holds it
     alive: dict[str, dict] = field(default_factory=dict)  # process name -> {"alive", "pids"}
+    folders: dict[str, str] = field(default_factory=dict)  # the cluster's folder -> why it cannot be used
     error: ClusterctlError | None = None
 
     @property
@@ -58,6 +59,7 @@ class ProbeTarget:
     python: str
     check: list[dict] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
+    roots: dict[str, str] = field(default_factory=dict)  # the cluster's folders there -> its name
 
 
 async def probe(agents: Agents, target: ProbeTarget, timeout: float = PROBE_TIMEOUT) -> Probe:
@@ -66,12 +68,13 @@ async def probe(agents: Agents, target: ProbeTarget, timeout: float = PROBE_TIME
     try:
         await agents.pool.connect(target.host)
         raw = await agents.call(target.host, target.python, "probe", timeout=timeout, check=target.check,
-                                ports=target.ports, bind=target.host.address)
+                                ports=target.ports, bind=target.host.address, roots=target.roots)
     except ClusterctlError as exc:
         result.error = exc
         return result
     result.versions = {"python": raw["python"], **raw["packages"]}
     result.ports, result.alive = raw["ports"], raw["alive"]
+    result.folders = raw.get("folders", {})
     return result
 
 
@@ -106,7 +109,9 @@ def probe_targets(cluster: ClusterSpec, current: ClusterState) -> tuple[list[Pro
     found: dict[tuple, ProbeTarget] = {}
     roles: dict[str, set[str]] = {}
     for p in cluster.processes:
-        found.setdefault((p.host.key, p.python), ProbeTarget(p.host, p.python)).ports.extend(p.ports)
+        target = found.setdefault((p.host.key, p.python), ProbeTarget(p.host, p.python))
+        target.ports.extend(p.ports)
+        target.roots[p.root] = p.root.rstrip("/").rsplit("/", 1)[-1]
         roles.setdefault(p.host.id, set()).add(p.role)
     for r in current.processes:
         host = current.host(r.host)
@@ -148,9 +153,11 @@ async def run(agents: Agents, cluster: ClusterSpec, current: ClusterState, clien
             row.status, row.message = "unreachable", p.error.message
         elif p.error is not None:
             failed.append((p.host.id, p.error.message))
-        elif not scheduler_alive:  # a running scheduler holds its own ports
-            failed += [(p.host.id, f"[{p.host.id}] port {port} is already in use ({who}): stop that process"
-                        " or choose another port in the inventory") for port, who in p.ports.items() if who]
+        else:
+            failed += [(p.host.id, f"[{p.host.id}] cannot use the workdir: {why}") for why in p.folders.values()]
+            if not scheduler_alive:  # a running scheduler holds its own ports
+                failed += [(p.host.id, f"[{p.host.id}] port {port} is already in use ({who}): stop that process"
+                            " or choose another port in the inventory") for port, who in p.ports.items() if who]
     failed += version_problems([p for p in probes if p.error is None], client)
     for host_id, msg in failed:
         rows[host_id].status, rows[host_id].message = "failed", msg

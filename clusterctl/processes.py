@@ -29,6 +29,11 @@ def by_host(items: Iterable[T], host_of: HostOf) -> dict[tuple[Host, str], list[
     return grouped
 
 
+def roots(procs: Iterable[ProcessSpec]) -> dict[str, str]:
+    """The cluster folders of ``procs`` (``<workdir>/<cluster>/``) -> the cluster's name."""
+    return {p.root: p.root.rstrip("/").rsplit("/", 1)[-1] for p in procs}
+
+
 def _check(p: Any) -> dict:
     return {"name": p.name, "dir": p.dir, "pid": getattr(p, "pid", None)}
 
@@ -53,7 +58,8 @@ async def start(agents: Agents, procs: Sequence[ProcessSpec],
         try:
             files = [{"path": dst, "text": _read(src), "mode": 0o600}
                      for dst, src in {dst: src for p in group for src, dst in p.files}.items()]
-            return (await agents.call(host, python, "start", procs=payload, files=files))["started"]
+            return (await agents.call(host, python, "start", procs=payload, files=files,
+                                      roots=roots(group)))["started"]
         except ClusterctlError as exc:
             return {p.name: {"error": exc.message} for p in group}
 

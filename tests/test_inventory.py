@@ -6,6 +6,7 @@ of the file at once, each as ``FILE:LINE: FIELD: message`` with the line the pro
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import sys
@@ -72,7 +73,7 @@ def test_example_inventory_loads(tmp_path, monkeypatch):
     assert (s.host.address, s.port, s.dashboard_port) == ("10.1.1.93", 8786, 8787)
     assert s.host.ssh_port == 22 and s.host.user == "root" and s.host.connection == "ssh"
     assert s.host.identity_file == str(key)
-    assert s.python == "/opt/venv/bin/python" and s.workdir == "/tmp/clusterctl"
+    assert s.python == "/opt/venv/bin/python" and s.workdir == "/tmp/clusterctl-root"  # the SSH user's
     assert [w.host.address for w in inv.workers] == [f"10.1.1.{i}" for i in range(94, 99)]
     assert [w.nthreads for w in inv.workers] == [8, None, None, None, None]
     for w in inv.workers:
@@ -153,7 +154,7 @@ workers:
 def test_built_in_defaults(tmp_path):
     inv = inventory.load(write(tmp_path, "scheduler:\n  host: s\nworkers:\n  - host: w\n"))
     s, (w,) = inv.scheduler, inv.workers
-    assert (s.port, s.dashboard_port, s.workdir) == (8786, 8787, "/tmp/clusterctl")
+    assert (s.port, s.dashboard_port, s.workdir) == (8786, 8787, f"/tmp/clusterctl-{getpass.getuser()}")
     assert s.host.connection == "ssh" and s.host.ssh_port is None and s.host.user is None
     assert s.host.connect_timeout == 10.0
     assert (w.nworkers, w.nthreads, w.memory_limit, w.nanny) == (1, None, "auto", True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 from clusterctl.inventory import parse
@@ -133,7 +134,7 @@ def test_cluster_name_separates_clusters_in_one_workdir():
     a = spec_of("scheduler:\n  host: s\nworkers:\n  - host: w\n", name="alpha")
     b = spec_of("scheduler:\n  host: s\nworkers:\n  - host: w\n", name="beta")
     assert {p.dir for p in a.processes}.isdisjoint({p.dir for p in b.processes})
-    assert a.scheduler.dir == "/tmp/clusterctl/alpha/s-scheduler"
+    assert a.scheduler.dir == f"/tmp/clusterctl-{getpass.getuser()}/alpha/s-scheduler"
 
 
 def test_host_id_includes_the_ssh_port_when_not_22():
