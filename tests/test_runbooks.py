@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,8 +26,8 @@ from conftest import clean, dask_processes, prefixed
 
 RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "docs" / "runbooks"
 RUNBOOKS = ("new-cluster.md", "add-worker-host.md", "replace-dead-worker-host.md", "scheduler-crash.md",
-            "rotate-tls-certificates.md", "upgrade-dask.md", "bug-report.md")
-PLACEHOLDERS = {"SCHEDULER_HOST", "NEW_HOST", "DEAD_HOST", "DASK_VERSION"}  # and inventory.yaml
+            "rotate-tls-certificates.md", "upgrade-dask.md", "bug-report.md", "long-training.md")
+PLACEHOLDERS = {"SCHEDULER_HOST", "NEW_HOST", "DEAD_HOST", "DASK_VERSION", "JOB_ID"}  # and inventory.yaml
 EVENTS = {"DEAD_HOST answers again"}
 
 PLACEHOLDER = re.compile(r"(?<![\w${])[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")  # $NAME, ${NAME}: shell variables
@@ -35,6 +36,8 @@ EXITS = re.compile(r"\s#\s*exits\s+(\d+)\b")
 EDIT = re.compile(r"#\s*inventory\.yaml:\s*(add to workers|remove from workers|set [A-Za-z_]+)\s*$")
 EVENT = re.compile(r"<!--\s*lab:\s*(.*?)\s*-->")
 FENCE = re.compile(r"```(\w*)\s*$")
+DETACHED = re.compile(r"\bclusterctl submit\b.*\s(?:--detach|-d)\b", re.S)  # its output names the job id
+SUBMITTED = re.compile(r"^job (\S+) (?:queued|running|succeeded|failed|stopped) on ", re.M)
 
 
 # -- reading a runbook -----------------------------------------------------------------------------
@@ -105,6 +108,14 @@ def left_over(text: str) -> list[str]:
     return PLACEHOLDER.findall(text) + INVENTORY.findall(text)
 
 
+def submitted_id(out: str) -> str:
+    """The job id that ``clusterctl submit ... --detach`` printed (its line, or its --json object)."""
+    found = SUBMITTED.search(out)
+    if found:
+        return found.group(1)
+    return json.loads(out)["job_id"]
+
+
 def apply_edit(inventory: Path, edit: str, body: str) -> None:
     doc = yaml.safe_load(inventory.read_text())
     value = yaml.safe_load(body)
@@ -151,6 +162,7 @@ class Shell:
     def run(self, name: str, values: dict[str, str], inventory: Path, events: dict | None = None) -> list[Ran]:
         _, steps = runbook(name)
         assert any(s.kind == "run" for s in steps), f"{name}: no commands (```console blocks with '$ ' lines)"
+        values = dict(values)  # JOB_ID: the id the latest 'submit --detach' printed, once one ran
         ran: list[Ran] = []
         for step in steps:
             where = f"{name}:{step.line}"
@@ -169,6 +181,8 @@ class Shell:
             assert "Traceback" not in proc.stdout + proc.stderr, said
             assert proc.returncode == step.expect, f"the runbook says exit {step.expect}\n{said}"
             ran.append(Ran(text, proc.returncode, proc.stdout, proc.stderr))
+            if DETACHED.search(text) and proc.returncode == 0:
+                values["JOB_ID"] = submitted_id(proc.stdout)
         return ran
 
 
@@ -229,6 +243,10 @@ def test_parser_reads_commands_continuations_exit_codes_edits_and_events():
     assert filled == "clusterctl up /tmp/lab.yaml && echo 10.0.0.9 $CLUSTERCTL_HOME ${NEW_HOST:-x}"
     assert left_over(filled) == [] and left_over("echo DEAD_HOST my-inventory.yaml inventory.yaml") == [
         "DEAD_HOST", "inventory.yaml"]
+    assert submitted_id("job trivial-20261203-232523-fd86 running on 10.0.0.1 (lab)\n") == "trivial-20261203-232523-fd86"
+    assert submitted_id('{"job_id": "t-1", "cluster": "lab", "status": "queued", "host": "h"}') == "t-1"
+    assert DETACHED.search("clusterctl submit tests/jobs/trivial.py --detach -p n=4")
+    assert not DETACHED.search("clusterctl submit jobs/example.py -p detach=1")
     for hidden in ("- step:\n  ```console\n  $ clusterctl up\n  ```\n", "```bash\n$ clusterctl up\n```\n",
                    "```console\n$ clusterctl exec -- \\\n```\n", "```console\n$ clusterctl up\n"):
         with pytest.raises(AssertionError):  # a command that would be skipped is an error, not a pass
@@ -513,3 +531,43 @@ def test_runbook_bug_report(lab, ssh_cli, cluster, shell):
     assert f"dask=={dask}" in files["client-packages.txt"].splitlines()
     assert files[inv.name] == inv.read_text()
     assert not any("PRIVATE KEY" in text for text in files.values())
+
+
+@pytest.mark.lab
+def test_runbook_long_training(lab, ssh_cli, cluster, shell, workdir):
+    s, w1, w2 = lab.hosts[:3]
+    inv = cluster("rb-train", [w1.addr, w2.addr])
+    up(ssh_cli, inv)
+    # The runbook's job is the repository's tests/jobs/trivial.py, relative to the working folder.
+    shutil.copytree(Path(__file__).resolve().parent / "jobs", shell.work / "tests" / "jobs",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    ran = shell.run("long-training.md", {"inventory.yaml": str(inv)}, inv)
+    ids = [submitted_id(r.out) for r in ran if DETACHED.search(r.command)]
+    assert len(ids) == 3 and len(set(ids)) == 3, ids
+    trained, forced, stopped = ids
+
+    records = workdir / "rb-train" / "jobs"  # the lab's hosts share this machine's filesystem
+
+    def record(job_id: str) -> tuple[dict, dict]:
+        folder = records / job_id
+        return json.loads((folder / "spec.json").read_text()), json.loads((folder / "status.json").read_text())
+
+    spec, status = record(trained)
+    assert spec["host"] == s.addr and status["status"] == "succeeded", status
+    result = json.loads((shell.work / "runs" / trained / "result.json").read_text())
+    assert result["job_id"] == trained and result["params"] == {"n": 40, "sleep": 0.5}
+    assert result["result"]["total"] == sum(i * i for i in range(40)) and result["result"]["n_workers"] == 2
+    assert (shell.work / "runs" / trained / "numbers.txt").read_text() == "0 1 4 9\n"
+    assert "squaring 40 numbers" in one(ran, f"clusterctl jobs logs {trained} --follow").out
+    for job_id in (forced, stopped):
+        _, status = record(job_id)
+        assert status["status"] == "stopped" and status["ended"], (job_id, status)
+    assert f"job {stopped} stopped" in one(ran, f"clusterctl jobs stop {stopped}").out
+    refused = [r for r in ran if r.command.startswith("clusterctl down ") and r.code == 1]
+    assert len(refused) == 1 and forced in refused[0].err and stopped not in refused[0].err, refused
+    assert f"stopped the jobs {forced} first" in one(ran, "clusterctl down --force").out
+    # No driver left anywhere, nothing of the cluster on any host, and the cluster is forgotten.
+    assert not any("clusterctl.driver" in args for h in lab.hosts for _, args in lab.processes(h))
+    assert clean(lab, lab.hosts, cluster="rb-train")
+    assert not (ssh_cli.home / "clusters" / "rb-train" / "state.json").exists()
+    assert ssh_cli("status", "--cluster", "rb-train").code == 1
