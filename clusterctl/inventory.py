@@ -62,6 +62,13 @@ def _no_placeholder(value: str) -> str:
     return value
 
 
+def _workdir(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path (starting with /), e.g. /tmp/clusterctl: a relative"
+                         " path or ~ would name a different folder for each command on the host")
+    return value
+
+
 def _host(value: str) -> str:
     if not HOST_RE.match(value):
         raise ValueError("not a host name or IP address (letters, digits and . - _ : % only, at most"
@@ -90,7 +97,7 @@ Seconds = Annotated[float, Field(gt=0, le=3600)]
 Text = Annotated[str, AfterValidator(_text)]
 HostName = Annotated[str, AfterValidator(_host)]
 Python = Annotated[str, AfterValidator(_text), AfterValidator(_no_placeholder)]
-Workdir = Annotated[str, AfterValidator(_text), AfterValidator(_no_placeholder)]
+Workdir = Annotated[str, AfterValidator(_text), AfterValidator(_workdir), AfterValidator(_no_placeholder)]
 
 
 class _Strict(BaseModel):
