@@ -137,25 +137,37 @@ def test_a_garbage_line_in_known_hosts_refuses_instead_of_trusting_every_host(la
     home, user = homes
     host = lab.hosts[2]
     inv = ssh_inventory(lab, tmp_path / "kh.yaml", host, workdir=tmp_path / "work")
+    known, users_known, good = home / "known_hosts", user / ".ssh" / "known_hosts", None
     up = run_cli(home, user, "up", inv)
     try:
         assert up.code == 0, up.out + up.err
-        known = home / "known_hosts"
         good = known.read_text()
         assert good == f"{host.addr} {host_key(lab, host)}\n"
         # One line a person (or a bad merge) broke: before the fix, every host went unchecked.
         known.write_text(good + "this line is not a host key\n")
         broken = known.read_text()
-        before = logins(lab, host)
-        for command in (["status"], ["up", inv], ["exec", "-i", inv, "--", "true"]):
+        fresh = ssh_inventory(lab, tmp_path / "kh2.yaml", lab.hosts[4], workdir=tmp_path / "work", name="kh2")
+        before = logins(lab, host), logins(lab, lab.hosts[4])
+        for command in (["status"], ["up", inv], ["exec", "-i", inv, "--", "true"], ["up", fresh]):
             result = run_cli(home, user, *command)
             assert result.code == 2, (command, result.out + result.err)
             assert f"{known}:2: " in result.err and "not a known_hosts entry" in result.err, result.err
-            assert "delete" in result.err or "fix" in result.err
+            assert "fix or delete" in result.err
         assert known.read_text() == broken  # nothing was accepted and recorded
-        assert logins(lab, host) == before  # no connection was made with checking off
+        assert (logins(lab, host), logins(lab, lab.hosts[4])) == before  # no connection with checking off
+        assert clean(lab, [lab.hosts[4]], cluster="kh2")
+        # The same for a broken line in the user's own ~/.ssh/known_hosts.
         known.write_text(good)
+        users_known.write_text(f"# mine\n{lab.hosts[4].addr} ssh-ed25519 AAAA-cut-short\n")
+        before = logins(lab, lab.hosts[4])
+        result = run_cli(home, user, "up", fresh)
+        assert result.code == 2 and f"{users_known}:2: " in result.err, result.out + result.err
+        assert known.read_text() == good
+        assert logins(lab, lab.hosts[4]) == before
     finally:
+        users_known.unlink(missing_ok=True)
+        if good is not None:
+            known.write_text(good)
         assert run_cli(home, user, "down", "--force", "--inventory", inv).code == 0
     assert clean(lab, [host], cluster="kh")
 
@@ -229,3 +241,23 @@ def test_known_hosts_entries_apply_to_their_port_only(lab, tmp_path, homes, sshd
         assert f"{where}:1" in result.err and f"{where}:2" not in result.err, result.err
         where.unlink()
         known.unlink(missing_ok=True)
+
+
+def test_known_hosts_lines_are_matched_by_port_and_broken_ones_named(tmp_path):
+    from clusterctl.transport import known_hosts
+
+    key = fake_key(tmp_path)
+    path = tmp_path / "known_hosts"
+    path.write_text(f"# comment\n\nh {key}\n[h]:2222 {key}\n@revoked h,[h]:2222 {key}\n*.example.org {key}\n")
+    lines = lambda port: [e.line for e in known_hosts.recorded([path], "h", port)]  # noqa: E731
+    assert (lines(None), lines(22), lines(2222), lines(2200)) == ([3, 5], [3, 5], [4, 5], [])
+    assert [e.line for e in known_hosts.recorded([path], "w1.example.org", 22)] == [6]
+    assert [e.line for e in known_hosts.recorded([path], "w1.example.org", 2222)] == []
+    for bad, why in [("h\n", "expected HOSTS KEYTYPE KEY"), (f"@trusted h {key}\n", "unknown marker"),
+                     ("h ssh-ed25519 AAAAC3Nz\n", "the key cannot be read"), (b"h \xff\n", "not UTF-8")]:
+        path.write_bytes(f"h {key}\n".encode() + (bad if isinstance(bad, bytes) else bad.encode()))
+        with pytest.raises(known_hosts.HostKeysError) as err:
+            known_hosts.read(path)
+        assert err.value.message.startswith(f"{path}:2: not a known_hosts entry") and why in err.value.message
+        assert err.value.exit_code == 2
+    assert known_hosts.read(tmp_path / "missing") == []
