@@ -26,6 +26,8 @@ HOST_RE = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}\Z")
 # The default workdir: one per user, so that no two users share a folder. clusterctl refuses a workdir
 # that another user owns or can write (agent._unsafe), so a folder planted by someone else is refused.
 DEFAULT_WORKDIR = "/tmp/clusterctl-{user}"
+# What `exec` and `setup` replace in a command (clusterctl.targets.expand), with the host's values.
+PLACEHOLDER_RE = re.compile(r"\{(python|workdir)\}")
 # Dask's own default: a nanny that forks its worker while it runs threads of its own may copy a
 # lock in a held state into the child.
 DEFAULT_START_METHOD = "spawn"
@@ -50,6 +52,22 @@ def _text(value: str) -> str:
     bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
     if bad is not None:
         raise ValueError(f"contains the control character {bad!r}; remove it")
+    return value
+
+
+def _no_placeholder(value: str) -> str:
+    """A value that ``{python}`` or ``{workdir}`` stands for may not hold a placeholder itself."""
+    found = PLACEHOLDER_RE.search(value)
+    if found:
+        raise ValueError(f"contains the placeholder {found.group(0)}; placeholders belong in exec and setup"
+                         " commands, not in the values they stand for: remove it")
+    return value
+
+
+def _workdir(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path (starting with /), e.g. /tmp/clusterctl: a relative"
+                         " path or ~ would name a different folder for each command on the host")
     return value
 
 
@@ -80,6 +98,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Text = Annotated[str, AfterValidator(_text)]
 HostName = Annotated[str, AfterValidator(_host)]
+Python = Annotated[str, AfterValidator(_text), AfterValidator(_no_placeholder)]
+Workdir = Annotated[str, AfterValidator(_text), AfterValidator(_workdir), AfterValidator(_no_placeholder)]
 
 
 class _Strict(BaseModel):
@@ -90,8 +110,8 @@ class _HostSettings(_Strict):
     user: Text | None = None
     ssh_port: Port | None = None
     identity_file: Text | None = None
-    python: Text | None = None
-    workdir: Text | None = None
+    python: Python | None = None
+    workdir: Workdir | None = None
     connection: Literal["ssh", "local"] | None = None
     connect_timeout: Union[Seconds, Annotated[int, Field(gt=0, le=3600)]] | None = None
 

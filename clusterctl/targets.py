@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from clusterctl import spec as specs
 from clusterctl.errors import UsageError
-from clusterctl.inventory import Host, Inventory
+from clusterctl.inventory import PLACEHOLDER_RE, Host, Inventory
 from clusterctl.state import ClusterState
 
 ROLES = ("scheduler", "worker")
@@ -66,5 +66,8 @@ def select(targets: list[Target], names: list[str] | None, role: str | None, lab
 
 
 def expand(command: str, target: Target) -> str:
-    """``{python}`` and ``{workdir}`` in a command, replaced by the host's (shell-quoted)."""
-    return command.replace("{python}", shlex.quote(target.python)).replace("{workdir}", shlex.quote(target.root))
+    """``{python}`` and ``{workdir}`` in a command, replaced by the host's (shell-quoted). One pass
+    over the command: a value is never searched again, so a ``{workdir}`` inside the python path
+    stays text instead of being replaced inside the quotes around it."""
+    values = {"python": target.python, "workdir": target.root}
+    return PLACEHOLDER_RE.sub(lambda m: shlex.quote(values[m.group(1)]), command)

@@ -127,6 +127,10 @@ def must_refuse(section: str, key: str, value) -> bool:
     if key == "nanny":
         return type(value) is not bool
     if key in ("host", "user", "python", "workdir", "identity_file"):
+        if isinstance(value, str) and key in ("python", "workdir") and re.search(r"\{(python|workdir)\}", value):
+            return True  # a placeholder inside the value it would be replaced by (issue 23)
+        if isinstance(value, str) and key == "workdir" and not value.startswith("/"):
+            return True  # a workdir is absolute
         return not isinstance(value, str) or value == "" or "\x00" in value or "\n" in value
     if key == "dashboard_host":
         return not isinstance(value, str) or "\x00" in value

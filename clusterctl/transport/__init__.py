@@ -65,6 +65,12 @@ class Pool:
         self.transports.clear()
 
     async def __aenter__(self) -> "Pool":
+        # Before any host is contacted, and once for all of them: a known_hosts file with a broken
+        # line stops the command (HostKeysError, exit 2) rather than being one failed row per host.
+        from clusterctl.transport import known_hosts
+
+        known_hosts.read(self.known_hosts)
+        known_hosts.read(known_hosts.user_file())
         return self
 
     async def __aexit__(self, *exc: object) -> None:

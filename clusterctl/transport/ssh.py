@@ -1,7 +1,8 @@
 """SSH on asyncssh: one connection per host, reused for every step.
 
-Host keys are trusted on first use and recorded in clusterctl's own known_hosts (like OpenSSH's
-``StrictHostKeyChecking=accept-new``); a key that differs from the recorded one is refused.
+Host keys are checked against clusterctl's own known_hosts and the user's ``~/.ssh/known_hosts``
+(see ``known_hosts``); a host in neither is trusted on first use and recorded in clusterctl's (like
+OpenSSH's ``StrictHostKeyChecking=accept-new``); a key that differs from a recorded one is refused.
 ``~/.ssh/config`` and an SSH agent are honoured because asyncssh reads them by default.
 """
 
@@ -19,6 +20,7 @@ import asyncssh
 
 from clusterctl.errors import ConnectError, RemoteError
 from clusterctl.inventory import Host
+from clusterctl.transport import known_hosts
 from clusterctl.transport.base import Completed, Pipe, Transport
 
 # OpenSSH servers allow 10 sessions per connection by default (MaxSessions).
@@ -39,17 +41,24 @@ class SSHTransport(Transport):
         return f"{user}{self.host.address}{port}"
 
     def _host_pattern(self) -> str:
-        port = self.host.ssh_port or 22
-        return self.host.address if port == 22 else f"[{self.host.address}]:{port}"
+        return known_hosts.host_name(self.host.address, self.host.ssh_port)
 
-    def _recorded_keys(self) -> bool:
-        if not self.known_hosts.exists():
-            return False
-        try:
-            known = asyncssh.read_known_hosts(str(self.known_hosts))
-        except (OSError, ValueError, asyncssh.Error):
-            return False
-        return bool(known.match(self.host.address, "", self.host.ssh_port or 22)[0])
+    def _recorded_keys(self) -> list[known_hosts.Entry]:
+        """The entries for this host and port in clusterctl's known_hosts and the user's; raises
+        ``HostKeysError`` if either file has a line that is not an entry."""
+        return known_hosts.recorded([self.known_hosts, known_hosts.user_file()], self.host.address,
+                                    self.host.ssh_port)
+
+    def _changed_key(self, entries: list[known_hosts.Entry]) -> ConnectError:
+        where = ", ".join(f"{e.file}:{e.line}" for e in entries if e.marker is None) or \
+            ", ".join(f"{e.file}:{e.line}" for e in entries)
+        forget = " or ".join(f"ssh-keygen -f {f} -R '{self._host_pattern()}'"
+                             for f in dict.fromkeys(e.file for e in entries))
+        return ConnectError(
+            f"[{self.host.id}] WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! The host key of"
+            f" {self._host_pattern()} differs from the one recorded in {where}; someone could"
+            " be eavesdropping (man-in-the-middle), or the host was reinstalled. Refusing to connect."
+            f" If you know the new key is right, forget the old one with: {forget} and run up again")
 
     def _record_key(self, key: asyncssh.SSHKey) -> None:
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +69,8 @@ class SSHTransport(Transport):
 
     async def connect(self) -> None:
         recorded = self._recorded_keys()
-        options: dict = {"known_hosts": str(self.known_hosts) if recorded else None,
+        # None: no key recorded anywhere, so the host's is accepted and recorded below (first use).
+        options: dict = {"known_hosts": known_hosts.trusted(recorded) if recorded else None,
                          "connect_timeout": self.host.connect_timeout,
                          "login_timeout": self.host.connect_timeout}
         if self.host.ssh_port:
@@ -73,12 +83,7 @@ class SSHTransport(Transport):
             self._conn = await asyncio.wait_for(asyncssh.connect(self.host.address, **options),
                                                 self.host.connect_timeout + 1)
         except asyncssh.HostKeyNotVerifiable:
-            raise ConnectError(
-                f"[{self.host.id}] WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! The host key of"
-                f" {self.host.address} differs from the one recorded in {self.known_hosts}; someone could"
-                " be eavesdropping (man-in-the-middle), or the host was reinstalled. Refusing to connect."
-                f" If you know the new key is right, forget the old one with: ssh-keygen -f"
-                f" {self.known_hosts} -R '{self._host_pattern()}' and run up again") from None
+            raise self._changed_key(recorded) from None
         except asyncssh.PermissionDenied:
             key = self.host.identity_file or "the SSH agent and ~/.ssh default keys"
             raise ConnectError(
