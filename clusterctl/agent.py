@@ -397,6 +397,12 @@ def op_stop(req):
 
         for path in req.get("remove", []):
             shutil.rmtree(path, ignore_errors=True)
+        if prefix:  # the client keys of detached jobs whose driver was killed before it removed its own
+            try:
+                for job in os.listdir(os.path.join(prefix, "jobs")):
+                    shutil.rmtree(os.path.join(prefix, "jobs", job, "tls"), ignore_errors=True)
+            except OSError:
+                pass
     return {
         "stopped": sorted(set(targets.values())),
         "left": [{"pid": pid, "dir": value, "cmd": _cmdline(pid)[:200]} for pid, value in left.items()],

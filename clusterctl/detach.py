@@ -53,8 +53,8 @@ class JobInfo:
 
     @property
     def duration(self) -> float | None:
-        if self.started is None:
-            return None
+        if self.started is None or (self.finished and self.ended is None):
+            return None  # never began, or its driver vanished: when it ended is not known
         return (self.ended or time.time()) - self.started
 
     @property

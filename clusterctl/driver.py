@@ -217,7 +217,7 @@ def drive(jobdir: Path) -> int:
                       "params": spec["params"], "seconds": round(seconds, 3)}, result)
         outcome = {"status": "succeeded"}
     except Stopped:
-        outcome = {"status": "stopped", "error": "stopped by 'clusterctl jobs stop'"}
+        outcome = {"status": "stopped", "error": "stopped (SIGTERM: 'clusterctl jobs stop' or 'down --force')"}
     except JobError as exc:
         outcome = {"status": "failed", "error": str(exc)}
     except Exception as exc:  # the connection, an upload: said as the job's error, its traceback in the log
@@ -225,6 +225,9 @@ def drive(jobdir: Path) -> int:
             traceback.print_exc(file=log)
         outcome = {"status": "failed", "error": "%s: %s" % (type(exc).__name__, exc)}
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the outcome is known: a late stop changes nothing
+    import shutil
+
+    shutil.rmtree(jobdir / "tls", ignore_errors=True)  # its copy of the client key is needed no more
     status.write(ended=time.time(), seconds=round(time.monotonic() - started, 3), **outcome)
     return 0 if outcome["status"] == "succeeded" else 1
 

@@ -94,6 +94,8 @@ def test_detach_follow_fetch_equals_an_attached_run(lab, lab_cluster, ssh_cli, t
     assert status["status"] == "succeeded" and status["progress"]["done"] >= 16, status
     assert status["duration"] > 0 and status["error"] is None
     assert job_processes(lab, s, job_id) == {}
+    current = clusterctl.api.load("jobs")
+    assert not (Path(current.roots[current.scheduler.host]) / "jobs" / job_id / "tls").exists()  # key gone
     fetched = ssh_cli("jobs", "fetch", job_id, "--output", tmp_path / "fetched", "--cluster", "jobs")
     assert fetched.code == 0, fetched.out + fetched.err
     attached = ssh_cli("submit", TRIVIAL, "-p", "n=16", "-p", "sleep=0.3", "-p", "label=det",
@@ -137,6 +139,7 @@ def test_a_killed_driver_shows_failed_with_the_reason(lab, lab_cluster, ssh_cli)
     assert killed.returncode == 0, killed.stderr
     after = wait_for(lambda: (i := clusterctl.job_status(job_id, "jobs")).status != "running" and i, timeout=10)
     assert after.status == "failed" and f"pid {info.pid}" in after.error and "ended without a result" in after.error
+    assert after.duration is None  # when it ended is not known: no duration that keeps growing
     status = ssh_cli("jobs", "status", job_id, "--cluster", "jobs")
     assert status.code == 0 and "failed" in status.out and "killed" in status.out
     wait_for(lambda: scheduler_tasks() == 0, timeout=20)  # its client is gone: the scheduler let go
@@ -192,6 +195,7 @@ def test_down_refuses_while_a_job_runs_and_force_stops_it(lab, lab_cluster, ssh_
     forced = ssh_cli("down", "--force", "--cluster", "jobs")
     assert forced.code == 0 and job_id in forced.out, forced.out + forced.err
     assert json.loads((folder / "status.json").read_text())["status"] == "stopped"
+    assert list(folder.parent.glob("*/tls/*")) == []  # no copy of the client key stays on the host
     assert clean(lab, lab.hosts[:3], cluster="jobs")
 
 

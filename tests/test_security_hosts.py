@@ -1,0 +1,76 @@
+"""Attacks on a host's folders, replayed on the SSH lab (issue 23): a workdir planted by another
+user, a symbolic link, a world-writable folder, and clusters nested in each other's folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from clusterctl.agent import _in_cluster
+from conftest import clean, inventory_text
+
+NOBODY = 65534
+
+
+def test_a_process_of_the_cluster_is_one_folder_below_its_root_or_a_job():
+    root = "/w/a/"
+    assert _in_cluster("/w/a/h-worker-0", root) and _in_cluster("/w/a/jobs/trivial-1", root)
+    assert not _in_cluster("/w/a/x/b/h-worker-0", root)  # another cluster's, nested inside
+    assert not _in_cluster("/w/a/jobs", root) and not _in_cluster("/w/a/jobs/x/y", root)
+    assert not _in_cluster("/w/ab/h-worker-0", root) and not _in_cluster("/w/a", root)
+
+
+@pytest.fixture
+def inventory(lab, tmp_path):
+    def write(workdir, name: str, ports=(8930, 8931)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(inventory_text(lab, workdir, [lab.hosts[1].addr], name=name, ports=ports))
+        return path
+
+    return write
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("plant", ["owned by nobody", "world-writable", "symbolic link"])
+def test_a_planted_workdir_is_refused_and_nothing_starts(lab, ssh_cli, inventory, tmp_path, plant):
+    workdir = tmp_path / "shared"
+    if plant == "symbolic link":
+        (tmp_path / "theirs").mkdir()
+        os.chown(tmp_path / "theirs", NOBODY, NOBODY)
+        workdir.symlink_to(tmp_path / "theirs")
+    else:
+        workdir.mkdir()
+        if plant == "owned by nobody":
+            os.chown(workdir, NOBODY, NOBODY)
+        else:
+            workdir.chmod(0o777)
+    up = ssh_cli("up", inventory(workdir, "planted"))
+    said = {"owned by nobody": f"belongs to uid {NOBODY}", "world-writable": "can be written by other users",
+            "symbolic link": "is a symbolic link"}[plant]
+    assert up.code == 3 and "cannot use the workdir" in up.err and said in up.err, up.out + up.err
+    assert "nothing was started" in up.err
+    assert clean(lab, lab.hosts[:2], cluster="planted") and not (workdir / "planted").exists()
+
+
+@pytest.mark.lab
+def test_nested_cluster_folders_are_refused_and_down_spares_a_nested_process(lab, ssh_cli, inventory, tmp_path):
+    workdir = tmp_path / "work"
+    a = inventory(workdir, "outer")
+    assert ssh_cli("up", a).code == 0
+    try:
+        inner = ssh_cli("up", inventory(workdir / "outer" / "x", "inner", ports=(8932, 8933)))
+        assert inner.code == 3 and "lies inside the folder of cluster outer" in inner.err, inner.out + inner.err
+        # The red team's process: carries a marker under outer's folder, as a nested cluster's would.
+        planted = workdir / "outer" / "x" / "inner" / "h-worker-0"
+        started = lab.ssh(lab.hosts[1], f"mkdir -p {planted}; CLUSTERCTL_PROCESS={planted} setsid sleep 300"
+                                        " </dev/null >/dev/null 2>&1 & echo $!")
+        pid = int(started.stdout.split()[-1])
+        try:
+            assert ssh_cli("down", "--cluster", "outer").code == 0
+            assert lab.ssh(lab.hosts[1], f"kill -0 {pid}").returncode == 0  # not outer's: still runs
+        finally:
+            lab.ssh(lab.hosts[1], f"kill {pid}")
+    finally:
+        ssh_cli("down", "--force", "--inventory", a)
+    assert clean(lab, lab.hosts[:2], cluster="outer")
