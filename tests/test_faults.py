@@ -250,7 +250,8 @@ def test_disk_full_on_one_host_then_freed(lab, ssh_cli, write_inventory, tmp_pat
     inv = write_inventory([lab.hosts[1].addr], name="diskfull",
                           extra_worker=f"  - host: {full.addr}\n    workdir: {mount}\n")
     # A 64 KiB file system, filled to the last block, in the host's own mount namespace only.
-    filled = lab.ssh(full, f"mount -t tmpfs -o size=64k tmpfs {mount} && "
+    # mode=0700: a tmpfs is world-writable (1777) by default, a workdir up refuses (see test_security_hosts).
+    filled = lab.ssh(full, f"mount -t tmpfs -o size=64k,mode=0700 tmpfs {mount} && "
                            f"{{ dd if=/dev/zero of={mount}/filler bs=4k; df --output=avail {mount}; }}")
     try:
         assert filled.stdout.split()[-1] == "0", filled.stdout + filled.stderr
