@@ -96,11 +96,7 @@ def credentials(current: ClusterState) -> Credentials | None:
     ``$CLUSTERCTL_HOME``, so that a copied folder works; an operator's files where the state says."""
     from clusterctl import tls
 
-    if not current.tls:
-        return None
-    if current.tls.get("mode") == "auto":
-        return tls.credentials(states.cluster_dir(current.cluster), "client")
-    return tls.Credentials(Path(current.tls["ca"]), Path(current.tls["cert"]), Path(current.tls["key"]))
+    return tls.client_credentials(current)
 
 
 def env(name: str | None = None) -> dict[str, str]:

@@ -87,7 +87,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             agents = Agents(pool)
             say("connect", hosts=len({current.host(r.host).key for r in current.processes}
                                      | {h.key for h in inv.hosts()}))
-            if previous is not None and not new_certs and await _healthy_as_wanted(pool, cluster, current.processes):
+            if previous is not None and not new_certs and await _healthy_as_wanted(pool, cluster, current):
                 # Nothing to start: the full preflight (versions, ports) guards starts only.
                 result.kept = [p.name for p in cluster.processes]
                 current.detached = await _stop_detached(agents, current, result)
@@ -127,20 +127,22 @@ def _warn(inv: Inventory, client_tls: dict | None, result: UpResult) -> None:
                                " every worker; remove 'tls: off' from the inventory to encrypt")
     if inv.scheduler.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
         result.warnings.append(f"the dashboard listens on {inv.scheduler.dashboard_host}: anyone who"
-                               " reaches it sees the cluster and can retire its workers; remove"
+                               " reaches it sees the cluster (its pages and JSON); remove"
                                " scheduler.dashboard_host to keep it on loopback")
 
 
-async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, recorded: list[ProcessRecord]) -> bool:
+async def _healthy_as_wanted(pool: Pool, cluster: ClusterSpec, current: ClusterState) -> bool:
     """The cluster already is what the inventory asks for: the recorded processes are the desired
     ones with the same command lines, and the scheduler answers at its address and lists every
     worker by name. A registered worker is a live one, so only the scheduler's host is contacted."""
+    recorded = current.processes
     if {r.name for r in recorded} != {p.name for p in cluster.processes}:
         return False
     if plan(cluster.processes, recorded, {r.name: True for r in recorded}).start:
         return False  # a command line changed
     await pool.connect(cluster.scheduler.host)
-    seen, _ = await scheduler_http.view(pool, cluster.scheduler.host, cluster.http_url)
+    seen, _ = await scheduler_http.view(pool, cluster.scheduler.host, cluster.http_url,
+                                        comm=scheduler_http.comm_of(current))
     return (seen is not None and seen.address in (None, cluster.scheduler_address)
             and set(seen.workers) >= {w.name for w in cluster.workers})
 
@@ -231,7 +233,7 @@ async def _stop_and_forget(agents: Agents, cluster: ClusterSpec, current: Cluste
     if the_plan.stop:
         say("stop", names=[r.name for r in the_plan.stop])
         s = cluster.scheduler
-        await scheduler_http.retire(agents.pool, s.host, cluster.http_url,
+        await scheduler_http.retire(agents.pool, s.host, scheduler_http.comm_of(current),
                                     [r.name for r in the_plan.stop if r.role == "worker"])
         await processes.stop(agents, current, the_plan.stop)
         result.stopped = [r.name for r in the_plan.stop]

@@ -67,7 +67,7 @@ async def collect(current: ClusterState) -> StatusReport:
             host = current.host(scheduler.host)
             await pool.connect(host)
             view = await scheduler_http.heard_from(pool, host, current.http_url, current.scheduler_address,
-                                                   within=HEARD_WITHIN)
+                                                   within=HEARD_WITHIN, comm=scheduler_http.comm_of(current))
         seen, fresh = (view[0].workers, view[1]) if view is not None else ({}, set())
         # A scheduler that said its own address is ours; one that only listed its workers (see
         # scheduler_http.view) is asked about on its host too.

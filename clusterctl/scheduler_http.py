@@ -1,5 +1,8 @@
-"""The scheduler's HTTP endpoints, reached through the connection to its host: its identity (which
-workers it sees) and the retirement of workers. No process is started on the host for either.
+"""The scheduler as clusterctl asks it, through the SSH connection to its host: its identity (which
+workers it sees) from its read-only HTTP JSON route, and, with the client certificate over Dask's own
+protocol, what changes the cluster (retiring workers) or what the JSON route cannot say while tasks
+run. The scheduler's HTTP API route (``/api/v1``: retire_workers and the like, open to any local user
+of the scheduler host) is not enabled. No process is started on the host for any of it.
 
 The dashboard port listens on the scheduler host's loopback by default, so the request travels
 through the SSH connection (a direct-tcpip channel) and is made as the host sees it. Plain
@@ -83,6 +86,46 @@ def _date(headers: list[str]) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class Comm:
+    """How a client reaches the scheduler's Dask port: its address and the client's credentials."""
+
+    address: str
+    credentials: Any = None  # tls.Credentials, or None for plain TCP
+
+
+def comm_of(current: Any) -> Comm:
+    """The ``Comm`` of a recorded cluster (``state.ClusterState``)."""
+    from clusterctl import tls
+
+    return Comm(current.scheduler_address, tls.client_credentials(current))
+
+
+@contextlib.asynccontextmanager
+async def scheduler_rpc(pool: Pool, host: Host, comm: Comm, timeout: float = HTTP_TIMEOUT) -> Any:
+    """A ``distributed.core.rpc`` to the scheduler, through a port forwarded over the connection to its
+    host (the scheduler's port may be closed to this machine), presenting the client certificate."""
+    from distributed.core import rpc
+
+    from clusterctl.spec import split_address
+
+    transport = pool.get(host)
+    if transport is None:
+        failure = pool.failure(host)
+        raise failure or ClusterctlError(f"[{host.id}] not connected")
+    scheme, address, port = split_address(comm.address)
+    local, listener = await transport.forward(address, port)
+    args = comm.credentials.security().get_connection_args("client") if comm.credentials else {}
+    try:
+        r = rpc(f"{scheme}://127.0.0.1:{local}", connection_args=args, timeout=timeout)
+        try:
+            yield r
+        finally:
+            await r.close_rpc()
+    finally:
+        listener.close()
+
+
 @dataclass
 class View:
     """What the scheduler says of itself and its workers."""
@@ -92,32 +135,35 @@ class View:
     date: float | None = None  # the scheduler's clock when it answered (see heard_from)
 
 
-async def view(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT) -> tuple[View | None, str]:
+async def view(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT,
+               comm: Comm | None = None) -> tuple[View | None, str]:
     """The scheduler's identity (its address, its workers with threads, memory, last heartbeat);
     (None, why) if it does not answer.
 
     distributed answers /json/identity.json with an error while a worker's last heartbeat carries
     task metrics (their keys are tuples, which JSON cannot encode): while tasks run, that is most of
-    the time. Then the worker list of /api/v1/get_workers (names and addresses) answers instead,
-    without the scheduler's address, threads, memory or heartbeat times.
+    the time. Then, given ``comm``, the scheduler's identity comes over Dask's protocol (with the
+    client certificate), without the scheduler's clock: the hosts are asked about heartbeats.
     """
     answer = await _request(pool, host, f"{http_url}/json/identity.json", None, timeout)
     if isinstance(answer.data, dict):
         return View(registered(answer.data), answer.data.get("address"), answer.date), ""
-    if answer.status == 500:
-        listed = await _request(pool, host, f"{http_url}/api/v1/get_workers", None, timeout)
-        if isinstance(listed.data, dict):
-            workers = {str(w.get("name")): dict(w) for w in listed.data.get("workers", [])}
-            return View(workers, None), ""
+    if answer.status == 500 and comm is not None:
+        try:
+            async with asyncio.timeout(timeout), scheduler_rpc(pool, host, comm, timeout) as r:
+                ident = await r.identity()
+        except Exception as exc:  # noqa: BLE001 - said as why the scheduler could not be asked
+            return None, f"{comm.address}: {exc}"
+        return View(registered(ident), ident.get("address")), ""
     return None, answer.why
 
 
 async def heard_from(pool: Pool, host: Host, http_url: str, address: str,
-                     within: float) -> tuple[View, set[str]] | None:
+                     within: float, comm: Comm | None = None) -> tuple[View, set[str]] | None:
     """What the scheduler at ``address`` sees, and the names of the workers it heard from in the
     last ``within`` seconds by its own clock (none when it cannot tell); None if it does not answer
     or another scheduler answers."""
-    seen, _ = await view(pool, host, http_url)
+    seen, _ = await view(pool, host, http_url, comm=comm)
     if seen is None or seen.address not in (None, address):
         return None
     if seen.date is None:  # no clock or no heartbeat times: the hosts are asked
@@ -134,13 +180,12 @@ def registered(ident: dict | None) -> dict[str, dict[str, Any]]:
     return {str(w.get("name")): {**w, "address": addr} for addr, w in ident.get("workers", {}).items()}
 
 
-async def retire(pool: Pool, host: Host, http_url: str, names: list[str], timeout: float = 10.0) -> bool:
-    """Ask the scheduler to retire the named workers (it moves their data away first). True when
-    it did; False when it had none of them or could not be asked."""
-    seen, _ = await view(pool, host, http_url)
-    known = seen.workers if seen is not None else {}
-    addresses = [known[name]["address"] for name in names if name in known]
-    if not addresses:
+async def retire(pool: Pool, host: Host, comm: Comm, names: list[str], timeout: float = 10.0) -> bool:
+    """Ask the scheduler, with the client certificate, to retire the named workers (it moves their data
+    away first). True when it retired some; False when it had none of them or could not be asked."""
+    try:
+        async with asyncio.timeout(timeout), scheduler_rpc(pool, host, comm, timeout) as r:
+            retired = await r.retire_workers(names=names)
+    except Exception:  # noqa: BLE001 - down goes on: the processes are stopped on their hosts anyway
         return False
-    _, why = await get_json(pool, host, f"{http_url}/api/v1/retire_workers", {"workers": addresses}, timeout)
-    return why == ""
+    return bool(retired)

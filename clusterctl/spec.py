@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 
 from clusterctl.inventory import Host, Inventory, WorkerGroup
 
-# The scheduler's HTTP routes: the defaults plus the API, which `down` uses to retire workers.
+# The scheduler's HTTP routes: distributed's defaults, read-only. Not its API (``/api/v1``), which
+# would let any user of the scheduler's host retire workers: clusterctl retires them over Dask's
+# protocol with the client certificate (scheduler_http.retire).
 SCHEDULER_ROUTES = [
     "distributed.http.scheduler.prometheus",
     "distributed.http.scheduler.info",
     "distributed.http.scheduler.json",
-    "distributed.http.scheduler.api",
     "distributed.http.health",
     "distributed.http.proxy",
     "distributed.http.statics",

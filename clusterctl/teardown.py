@@ -102,7 +102,8 @@ async def _stop_everything(agents: Agents, current: ClusterState, result: DownRe
     scheduler = current.scheduler
     workers = [r.name for r in current.processes if r.role == "worker"]
     if not force and scheduler is not None and workers:
-        result.retired = await scheduler_http.retire(pool, current.host(scheduler.host), current.http_url, workers)
+        result.retired = await scheduler_http.retire(pool, current.host(scheduler.host),
+                                                     scheduler_http.comm_of(current), workers)
     records = [r for r in current.processes + current.detached
                if r.host not in result.unreachable and r.host not in result.unverified]
     # Workers first, while their scheduler is there: a nanny then closes its worker quickly.

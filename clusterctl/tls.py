@@ -31,6 +31,19 @@ class Credentials:
                         tls_client_key=str(self.key), require_encryption=True)
 
 
+def client_credentials(current) -> Credentials | None:
+    """The client's certificate files of a recorded cluster (``state.ClusterState``), or None when it
+    runs plain TCP. Certificates clusterctl made are found in the cluster's folder under this
+    machine's ``$CLUSTERCTL_HOME``, so that a copied folder works; an operator's where the state says."""
+    from clusterctl import state as states
+
+    if not current.tls:
+        return None
+    if current.tls.get("mode") == "auto":
+        return credentials(states.cluster_dir(current.cluster), "client")
+    return Credentials(Path(current.tls["ca"]), Path(current.tls["cert"]), Path(current.tls["key"]))
+
+
 def folder(cluster_dir: Path) -> Path:
     return cluster_dir / "tls"
 

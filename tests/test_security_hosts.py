@@ -74,3 +74,30 @@ def test_nested_cluster_folders_are_refused_and_down_spares_a_nested_process(lab
     finally:
         ssh_cli("down", "--force", "--inventory", a)
     assert clean(lab, lab.hosts[:2], cluster="outer")
+
+
+RETIRE = ("import json, os, sys, urllib.request, urllib.error, encodings.idna, http.client, email.parser; "
+          "os.setuid(65534); "  # the imports first: nobody cannot read root's interpreter folder
+          "req = urllib.request.Request(sys.argv[1] + '/api/v1/retire_workers', data=json.dumps("
+          "{'workers': []}).encode(), headers={'Content-Type': 'application/json'}); "
+          "print(urllib.request.urlopen(req, timeout=5).status)")
+
+
+@pytest.mark.lab
+def test_another_user_cannot_retire_workers_through_the_http_api(lab, ssh_cli, inventory, tmp_path):
+    import json as jsonlib
+    import shlex
+    import sys
+
+    path = inventory(tmp_path / "work", "httpapi", ports=(8934, 8935))
+    assert ssh_cli("up", path).code == 0
+    try:
+        current = jsonlib.loads((ssh_cli.home / "clusters" / "httpapi" / "state.json").read_text())
+        attack = lab.ssh(lab.hosts[0], f"{sys.executable} -c {shlex.quote(RETIRE)} {current['http_url']}")
+        assert attack.returncode != 0 and "404" in attack.stderr, attack.stdout + attack.stderr
+        status = ssh_cli("status", "--json")
+        assert status.code == 0 and status.json["healthy"]
+    finally:
+        down = ssh_cli("down", "--json")
+    assert down.code == 0 and down.json["retired"] is True  # down retires them over Dask's protocol
+    assert clean(lab, lab.hosts[:2], cluster="httpapi")

@@ -44,7 +44,8 @@ def test_scheduler_process():
     assert argv[argv.index("--dashboard-address") + 1] == "127.0.0.1:8787"  # loopback by default
     assert argv[argv.index("--pid-file") + 1] == "/shared/cc/c/10.0.0.1-scheduler/pid"
     assert s.ports == (8786, 8787)
-    assert "distributed.http.scheduler.api" in dict(s.env)["DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"]
+    routes = dict(s.env)["DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"]
+    assert "distributed.http.scheduler.json" in routes and "api" not in routes  # no /api/v1: read-only
     assert c.scheduler_address == "tcp://10.0.0.1:8786"
     assert c.dashboard_url == "http://127.0.0.1:8787/status"
     assert c.http_url == "http://127.0.0.1:8787"
