@@ -202,7 +202,7 @@ def _unsafe(root):
         parent = os.path.dirname(parent)
 
 
-def _nested(root, name):
+def _nested(root):
     """Another cluster's folder around this one or inside it (down would mix them up), or ''."""
     root = root.rstrip("/")
     path = os.path.dirname(root)
@@ -231,8 +231,8 @@ def _cluster_in(path):
 def _folder_problems(roots):
     """{root: why it cannot be used} for the cluster folders ``roots`` ({root: cluster name})."""
     found = {}
-    for root, name in roots.items():
-        why = _unsafe(root) or _nested(root, name)
+    for root in roots:
+        why = _unsafe(root) or _nested(root)
         if why:
             found[root] = why
     return found

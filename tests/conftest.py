@@ -146,6 +146,18 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def lab_home(home):
+    """The module's CLUSTERCTL_HOME, also for the API calls the test makes in its own process."""
+    old = os.environ.get("CLUSTERCTL_HOME")
+    os.environ["CLUSTERCTL_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("CLUSTERCTL_HOME", None)
+    else:
+        os.environ["CLUSTERCTL_HOME"] = old
+
+
+@pytest.fixture(scope="module")
 def ssh_cli(home):
     return Cli(home)
 

@@ -148,17 +148,6 @@ def test_unknown_cluster_names_the_recorded_ones(use_home, local_inventory):
 # -- the SSH lab, TLS ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lab_home(home):
-    old = os.environ.get("CLUSTERCTL_HOME")
-    os.environ["CLUSTERCTL_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("CLUSTERCTL_HOME", None)
-    else:
-        os.environ["CLUSTERCTL_HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def two(lab, write_inventory):
     return write_inventory([h.addr for h in lab.hosts[1:3]], name="api")
 

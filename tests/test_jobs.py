@@ -32,19 +32,7 @@ def wait_for(check, timeout: float = 60, every: float = 0.3):
 
 
 @pytest.fixture(scope="module")
-def jobs_home(home):
-    """The module's CLUSTERCTL_HOME, also for the API calls made in this process."""
-    old = os.environ.get("CLUSTERCTL_HOME")
-    os.environ["CLUSTERCTL_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("CLUSTERCTL_HOME", None)
-    else:
-        os.environ["CLUSTERCTL_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def lab_cluster(lab, jobs_home, write_inventory, ssh_cli):
+def lab_cluster(lab, lab_home, write_inventory, ssh_cli):
     """A scheduler on host 0 and workers on hosts 1 and 2, with TLS (the default)."""
     inventory = write_inventory([h.addr for h in lab.hosts[1:3]], name="jobs")
     up = ssh_cli("up", inventory)
