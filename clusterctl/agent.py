@@ -83,12 +83,15 @@ def _parent(pid):
 
 
 def _alive(procs):
-    """name -> {"alive": the recorded pid still runs, "pids": every pid carrying its marker}."""
+    """name -> {"alive": the recorded pid still runs, "pids": every pid carrying its marker}, and
+    for a process given ``ports``: "ports": {port: who listens there if not the process itself}."""
     markers = _markers() if procs else {}
     out = {}
     for proc in procs:
         pids = [pid for pid, value in markers.items() if value == proc["dir"]]
         out[proc["name"]] = {"alive": proc.get("pid") in pids, "pids": sorted(pids)}
+        if proc.get("ports"):
+            out[proc["name"]]["ports"] = {str(port): _listener(port, pids) for port in proc["ports"]}
     return out
 
 
@@ -123,6 +126,22 @@ def _port_holder(inodes):
         except OSError:
             continue
     return ""
+
+
+def _listener(port, pids):
+    """'' when one of ``pids`` listens on ``port``; else who does ('pid N: command'), or why not known."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return "nothing listens on it"
+    for pid in pids:
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return ""
+        except OSError:
+            continue
+    return _port_holder(inodes) or "held by a process this user cannot see"
 
 
 def _port_free(host, port):

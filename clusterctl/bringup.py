@@ -215,7 +215,7 @@ async def _apply(agents: Agents, cluster: ClusterSpec, current: ClusterState, th
         kept = {p.name for p in the_plan.keep}
         watch = [r for r in current.processes if r.name in kept or r.name in started]
         await _wait(agents, cluster, current, result, unreachable, watch, timeout, say,
-                    publish=new_workers if new_scheduler else [])
+                    publish=new_workers if new_scheduler else [], new_scheduler=new_scheduler)
     except BaseException:
         if starting is not None and not started:
             started = (await starting)[0]
@@ -289,15 +289,19 @@ class _Watch:
     seen: set[str] = field(default_factory=set)
     dead: set[str] = field(default_factory=set)
     why: str = ""
+    ours: bool = False  # the scheduler that answers is the one this run started: it holds its ports
 
 
 async def _wait(agents: Agents, cluster: ClusterSpec, current: ClusterState, result: UpResult,
                 skip: set[str], watch: list[ProcessRecord], timeout: float, say: Progress,
-                publish: Sequence[ProcessSpec] = ()) -> None:
+                publish: Sequence[ProcessSpec] = (), new_scheduler: bool = False) -> None:
     """Until the scheduler sees every expected worker, or the timeout; a watched process that died
     is not waited for. ``publish``: workers waiting for the new scheduler's address, written to
-    their hosts as soon as it answers."""
-    w = _Watch(expected={p.name for p in cluster.workers if p.host.id not in skip})
+    their hosts as soon as it answers. A ``new_scheduler`` counts as up only once it holds its ports:
+    another scheduler may answer there (an ``up`` of another cluster on the same ports, at once)."""
+    mine = next((r for r in watch if r.name == cluster.scheduler.name), None)
+    w = _Watch(expected={p.name for p in cluster.workers if p.host.id not in skip},
+               ours=not new_scheduler or mine is None)
     started = time.monotonic()
     checking: asyncio.Task | None = None  # the liveness check runs beside the polling, not in its way
     last_check = started
@@ -310,11 +314,14 @@ async def _wait(agents: Agents, cluster: ClusterSpec, current: ClusterState, res
                 break
             up_before = w.scheduler_up
             await _poll(agents.pool, cluster, w)
+            if not w.ours:  # what answers may be another scheduler: its workers are not ours either
+                w.ours = w.scheduler_up and await _holds_ports(agents, current, mine, cluster.scheduler)
+                w.scheduler_up, w.seen = w.ours, w.seen if w.ours else set()
             if w.scheduler_up and not up_before and publish:
                 result.problems += await _publish_scheduler(agents, cluster, publish)
             say("wait", registered=len(w.seen), expected=len(w.expected), scheduler=w.scheduler_up)
             now = time.monotonic()
-            if w.seen == w.expected - w.dead or now - started > timeout:
+            if (w.scheduler_up and w.seen == w.expected - w.dead) or now - started > timeout:
                 break
             if checking is None and now - last_check > CHECK_EVERY:
                 last_check = now
@@ -338,6 +345,25 @@ async def _poll(pool: Pool, cluster: ClusterSpec, w: _Watch) -> None:
     w.why = why
     w.scheduler_up = w.scheduler_up or seen is not None
     w.seen = set(seen.workers if seen is not None else ()) & w.expected
+
+
+async def _holds_ports(agents: Agents, current: ClusterState, mine: ProcessRecord, s: ProcessSpec) -> bool:
+    """Whether the scheduler this run started listens on its ports (False: not yet). Raises when
+    another process holds one: this scheduler cannot bind it, and what answers there is not ours."""
+    try:
+        answer = await agents.call(current.host(mine.host), mine.python, "alive", timeout=15,
+                                   check=[{"name": mine.name, "dir": mine.dir, "pid": mine.pid,
+                                           "ports": list(s.ports)}])
+    except ClusterctlError:
+        return False  # asked again at the next answer from the scheduler
+    held = answer["alive"][mine.name].get("ports", {})
+    for port, holder in held.items():
+        if holder and holder != "nothing listens on it":
+            raise ClusterctlError(
+                f"the scheduler on {s.host.id} cannot listen on port {port}: {holder} holds it (another"
+                " cluster started on the same ports?); everything this run started was stopped. Choose"
+                " free ports in the inventory (scheduler.port, scheduler.dashboard_port) and run up again")
+    return all(holder == "" for holder in held.values())
 
 
 async def _report_wait(agents: Agents, cluster: ClusterSpec, result: UpResult, w: _Watch, timeout: float) -> None:

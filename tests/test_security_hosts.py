@@ -101,3 +101,35 @@ def test_another_user_cannot_retire_workers_through_the_http_api(lab, ssh_cli, i
         down = ssh_cli("down", "--json")
     assert down.code == 0 and down.json["retired"] is True  # down retires them over Dask's protocol
     assert clean(lab, lab.hosts[:2], cluster="httpapi")
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("tls", ["auto", "off"])
+def test_two_ups_on_the_same_ports_at_once_one_reports_that_it_could_not_listen(lab, ssh_cli, tmp_path, tls):
+    """Two clusters with the same scheduler ports, brought up at the same time: the scheduler that
+    loses the bind exits, and its `up` used to take the winner's scheduler, which answers at the
+    same address, for its own (with `tls: off` both exited 0, one cluster's workers in the other's)."""
+    import concurrent.futures
+
+    paths = []
+    for name, worker in (("racea", 1), ("raceb", 2)):
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(inventory_text(lab, tmp_path / "work", [lab.hosts[worker].addr], name=name,
+                                            ports=(8936, 8937), top=f"tls: {tls}"))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            ups = dict(zip(("racea", "raceb"), pool.map(lambda p: ssh_cli("up", p), paths)))
+        said = {name: r.out + r.err for name, r in ups.items()}
+        assert sorted(r.code for r in ups.values()) == [0, 1], said
+        winner, loser = sorted(ups, key=lambda name: ups[name].code)
+        assert ("cannot listen on port 8936" in ups[loser].err or "cannot listen on port 8937" in ups[loser].err
+                or "Address already in use" in ups[loser].err), said[loser]
+        assert "everything this run started was stopped" in ups[loser].err
+        status = ssh_cli("status", "--cluster", winner, "--json")
+        assert status.code == 0 and status.json["healthy"], status.out + status.err
+        assert clean(lab, lab.hosts[:3], cluster=loser)
+        assert ssh_cli("status", "--cluster", loser).code != 0
+    finally:
+        for path in paths:
+            ssh_cli("down", "--force", "--inventory", path)
+    assert clean(lab, lab.hosts[:3], cluster="racea") and clean(lab, lab.hosts[:3], cluster="raceb")
