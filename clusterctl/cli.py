@@ -481,8 +481,10 @@ def jobs_logs(
 
         async def read() -> str:
             chunks = []
-            async for chunk in detach.logs(current, job_id, follow=follow and not console.json):
-                if console.json:
+            async for chunk in detach.logs(current, job_id, follow=follow):
+                if console.json and follow:
+                    console.emit_line({"job_id": job_id, "log": chunk})
+                elif console.json:
                     chunks.append(chunk)
                 else:
                     console.stream(chunk)
@@ -492,7 +494,7 @@ def jobs_logs(
             text = asyncio.run(read())
         except KeyboardInterrupt:  # Ctrl-C ends following; the job runs on
             return 0
-        if console.json:
+        if console.json and not follow:
             console.emit({"job_id": job_id, "log": text})
         return 0
 

@@ -126,6 +126,11 @@ class Console:
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
+    def emit_line(self, obj: Any) -> None:
+        """One JSON object on one line: a stream of them (JSON lines) answers a command that follows."""
+        sys.stdout.write(json.dumps(obj, default=str) + "\n")
+        sys.stdout.flush()
+
     def error(self, exc: ClusterctlError, extra: dict | None = None) -> None:
         if self.json:
             self.emit({"error": exc.message, "details": exc.details, "exit_code": exc.exit_code,

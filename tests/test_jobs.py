@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import clusterctl
+import clusterctl.api
 from conftest import Cli, clean
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,10 @@ def test_detach_follow_fetch_equals_an_attached_run(lab, lab_cluster, ssh_cli, t
     assert any("-m clusterctl.driver" in cmd and job_id in cmd for cmd in running.values()), running
     follow = ssh_cli("jobs", "logs", job_id, "--follow", "--cluster", "jobs", timeout=120)
     assert follow.code == 0 and "squaring 16 numbers" in follow.out and "hello from the job" in follow.out
+    lines = ssh_cli("jobs", "logs", job_id, "--follow", "--json", "--cluster", "jobs", timeout=120).out.splitlines()
+    chunks = [json.loads(line) for line in lines]  # JSON lines: one object per piece of the log
+    assert chunks and {c["job_id"] for c in chunks} == {job_id}
+    assert "".join(c["log"] for c in chunks) == follow.out
     status = ssh_cli("jobs", "status", job_id, "--json", "--cluster", "jobs").json
     assert status["status"] == "succeeded" and status["progress"]["done"] >= 16, status
     assert status["duration"] > 0 and status["error"] is None
