@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,ml]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ml,ops]'
 	touch $@
 
 # CLUSTERCTL_SLOW_TESTS=1: include the sentiment job's full default run (~40 s), the quality bar.

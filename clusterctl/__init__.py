@@ -11,6 +11,7 @@ The Python API (``clusterctl.api``, its names re-exported here)::
     clusterctl.down()                ->  DownResult clusterctl.env()     ->  {"DASK_SCHEDULER_ADDRESS": ...}
     clusterctl.submit_job("jobs/sentiment.py", {"rows": 5000})  ->  JobInfo (detached; see also
     list_jobs(), job_status(id), job_logs(id), stop_job(id), fetch_job(id), and the same on Cluster)
+    clusterctl.fabric_group(role="worker").run("df -h /tmp")   # Fabric, with the ``ops`` extra
 
 The ``clusterctl`` command is a thin layer over this package; nothing in it prints or exits.
 Failures are ``ClusterctlError``s that carry the message and the exit code.
@@ -21,10 +22,10 @@ from typing import Any
 from clusterctl.errors import ClusterctlError
 
 __version__ = "0.1.0"
-__all__ = ["Cluster", "ClusterctlError", "__version__", "clusters", "down", "env", "fetch_job", "job_logs",
-           "job_status", "list_jobs", "status", "stop_job", "submit_job", "up"]
-_API = {"Cluster", "clusters", "down", "env", "fetch_job", "job_logs", "job_status", "list_jobs", "status", "stop_job",
-        "submit_job", "up"}
+__all__ = ["Cluster", "ClusterctlError", "__version__", "clusters", "down", "env", "fabric_group", "fetch_job",
+           "job_logs", "job_status", "list_jobs", "status", "stop_job", "submit_job", "up"]
+_API = {"Cluster", "clusters", "down", "env", "fabric_group", "fetch_job", "job_logs", "job_status", "list_jobs",
+        "status", "stop_job", "submit_job", "up"}
 
 
 def __getattr__(name: str) -> Any:

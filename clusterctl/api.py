@@ -113,6 +113,16 @@ def env(name: str | None = None) -> dict[str, str]:
     return variables
 
 
+def fabric_group(name: str | None = None, role: str | None = None) -> Any:
+    """The hosts of the cluster ``name`` (by default the one brought up last) as a
+    ``fabric.ThreadingGroup``, with each host's user, SSH port and identity file, its key checked
+    against the recorded ones: ``fabric_group(role="worker").run("df -h /tmp")``. ``role``:
+    "scheduler", "worker" or None (every host). Needs the ``ops`` extra (Fabric)."""
+    from clusterctl import fabric_hosts
+
+    return fabric_hosts.group(load(name), role)
+
+
 class Cluster(DaskCluster):
     """A running clusterctl cluster, as a Dask cluster object.
 

@@ -427,6 +427,62 @@ def doctor(
     _run(console, work)
 
 
+inventory_app = typer.Typer(no_args_is_help=True, help="Check an inventory, or write it out for other tools.")
+app.add_typer(inventory_app, name="inventory")
+
+
+@inventory_app.command("check")
+def inventory_check(
+    inventory: Path = typer.Argument(..., help="The host inventory (YAML)."),
+    json_output: bool = JSON,
+) -> None:
+    """Validate an inventory without contacting any host: every problem with its line, exit 2."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import inventory as inventories
+
+        inv = inventories.load(inventory)
+        nworkers = sum(g.nworkers for g in inv.workers)
+        if console.json:
+            console.emit({"inventory": str(inventory), "valid": True, "cluster": inv.name,
+                          "hosts": len(inv.hosts()), "workers": nworkers})
+        else:
+            console.line(f"{inventory}: valid: cluster {inv.name}, scheduler on {inv.scheduler.host.id},"
+                         f" {nworkers} worker(s) on {len(inv.workers)} host(s)")
+        return 0
+
+    _run(console, work)
+
+
+@inventory_app.command("export")
+def inventory_export(
+    inventory: Optional[Path] = typer.Argument(None, help="The host inventory (YAML); by default the one the"
+                                               " cluster (--cluster, or the one brought up last) was brought up from."),
+    fmt: str = typer.Option("ansible", "--format", "-f", help="ansible (a YAML inventory for ansible -i) or json."),
+    cluster: Optional[str] = CLUSTER,
+) -> None:
+    """Write the inventory out for other tools: an Ansible inventory, or JSON with every default filled in."""
+    console = Console(fmt == "json")
+
+    def work() -> int:
+        import yaml
+
+        from clusterctl import inventory as inventories, inventory_export, state
+
+        if fmt not in inventory_export.FORMATS:
+            raise UsageError(f"--format: must be one of {', '.join(inventory_export.FORMATS)} (got {fmt!r})")
+        path = inventory if inventory is not None else state.require(cluster).inventory
+        data = inventory_export.export(inventories.load(path), fmt)
+        if fmt == "json":
+            console.emit(data)
+        else:
+            console.raw(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip("\n"))
+        return 0
+
+    _run(console, work)
+
+
 jobs_app = typer.Typer(no_args_is_help=True, help="Detached jobs (submit --detach): list, status, logs, stop,"
                        " fetch. Their records live on the cluster's hosts.")
 app.add_typer(jobs_app, name="jobs")

@@ -26,7 +26,8 @@ from conftest import clean, dask_processes, prefixed
 
 RUNBOOK_DIR = Path(__file__).resolve().parent.parent / "docs" / "runbooks"
 RUNBOOKS = ("new-cluster.md", "add-worker-host.md", "replace-dead-worker-host.md", "scheduler-crash.md",
-            "rotate-tls-certificates.md", "upgrade-dask.md", "bug-report.md", "long-training.md")
+            "rotate-tls-certificates.md", "upgrade-dask.md", "bug-report.md", "long-training.md",
+            "fabric-and-ansible.md")
 PLACEHOLDERS = {"SCHEDULER_HOST", "NEW_HOST", "DEAD_HOST", "DASK_VERSION", "JOB_ID"}  # and inventory.yaml
 EVENTS = {"DEAD_HOST answers again"}
 
@@ -571,3 +572,37 @@ def test_runbook_long_training(lab, ssh_cli, cluster, shell, workdir):
     assert clean(lab, lab.hosts, cluster="rb-train")
     assert not (ssh_cli.home / "clusters" / "rb-train" / "state.json").exists()
     assert ssh_cli("status", "--cluster", "rb-train").code == 1
+
+
+@pytest.mark.lab
+def test_runbook_fabric_and_ansible(lab, ssh_cli, cluster, shell):
+    s, w1, w2 = lab.hosts[:3]
+    inv = cluster("rb-fabric", [w1.addr, w2.addr])
+    up(ssh_cli, inv)
+    ran = shell.run("fabric-and-ansible.md", {"inventory.yaml": str(inv)}, inv)
+    assert one(ran, "clusterctl inventory check").out.startswith(f"{inv}: valid: cluster rb-fabric")
+    hosts = yaml.safe_load((shell.work / "hosts.yml").read_text())["all"]
+    assert hosts["vars"] == {"clusterctl_cluster": "rb-fabric"}
+    assert list(hosts["children"]["scheduler"]["hosts"]) == [s.addr]
+    workers = hosts["children"]["workers"]["hosts"]
+    assert sorted(workers) == sorted([w1.addr, w2.addr])
+    for row in workers.values():
+        assert row["ansible_user"] == "root" and row["ansible_ssh_private_key_file"] == str(lab.key)
+        assert row["ansible_python_interpreter"] == sys.executable and row["clusterctl_nthreads"] == 1
+    lines = one(ran, "python -c").out.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted([w1.addr, w2.addr]), lines
+    assert all(line.split()[-1].startswith("/") and line.split()[-2].endswith("%") for line in lines), lines
+    # A host key clusterctl has not recorded is refused, not added (Fabric's own default adds it).
+    known = ssh_cli.home / "known_hosts"
+    known.rename(known.with_suffix(".aside"))
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import clusterctl, fabric\ntry:\n"
+                                " clusterctl.fabric_group(role='worker').run('true', hide=True)\n"
+                                "except fabric.exceptions.GroupException as e:\n"
+                                " print(sorted(type(x).__name__ for x in e.result.values()))"],
+                               env={**os.environ, "CLUSTERCTL_HOME": str(ssh_cli.home)},
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        known.with_suffix(".aside").rename(known)
+    assert probe.stdout.strip() == "['SSHException', 'SSHException']", probe.stdout + probe.stderr
+    assert not known.with_suffix(".aside").exists() and "PRIVATE" not in known.read_text()
