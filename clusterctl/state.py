@@ -120,9 +120,74 @@ def load(name: str) -> ClusterState | None:
         raw.pop("version")
         raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
         raw["detached"] = [ProcessRecord(**p) for p in raw.get("detached", [])]
-        return ClusterState(**raw)
+        loaded = ClusterState(**raw)
     except (TypeError, KeyError) as exc:
         raise StateError(_corrupt(path, name, f"missing or unexpected field ({exc})")) from None
+    problems = problems_of(loaded)
+    if problems:  # before anything acts on it: down must not stop half and then crash
+        raise StateError(_corrupt(path, name, "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")),
+                         details=problems)
+    return loaded
+
+
+_HOST_FIELDS = {"address": (str,), "connection": (str,), "ssh_port": (int, type(None)), "user": (str, type(None)),
+                "identity_file": (str, type(None)), "connect_timeout": (int, float)}
+_RECORD_FIELDS = {"name": (str,), "role": (str,), "host": (str,), "python": (str,), "dir": (str,), "pid": (int,),
+                  "argv": (list,), "started_at": (int, float)}
+
+
+def _is(value: Any, types: tuple) -> bool:
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def problems_of(st: ClusterState) -> list[str]:
+    """Every field of a loaded state whose type or value is not what clusterctl wrote (a hand edit,
+    a copy from another version): each names its field."""
+    out = [f"{f}: must be a string (got {type(getattr(st, f)).__name__})"
+           for f in ("cluster", "inventory", "scheduler_address", "dashboard_url", "http_url")
+           if not isinstance(getattr(st, f), str)]
+    for table in ("roots", "pythons"):
+        value = getattr(st, table)
+        if not isinstance(value, dict):
+            out.append(f"{table}: must be a mapping of host id to a string (got {type(value).__name__})")
+            continue
+        out += [f"{table}.{k}: must be a string (got {type(v).__name__})" for k, v in value.items()
+                if not isinstance(v, str)]
+    if not isinstance(st.hosts, dict):
+        out.append(f"hosts: must be a mapping of host id to its fields (got {type(st.hosts).__name__})")
+        hosts: dict = {}
+    else:
+        hosts = st.hosts
+    for host_id, fields in hosts.items():
+        if not isinstance(fields, dict) or set(fields) - set(_HOST_FIELDS) or "address" not in fields:
+            out.append(f"hosts.{host_id}: must be a mapping with an address and only {', '.join(_HOST_FIELDS)}")
+            continue
+        out += [f"hosts.{host_id}.{k}: must be {' or '.join(t.__name__ for t in _HOST_FIELDS[k])}"
+                f" (got {type(v).__name__})" for k, v in fields.items() if not _is(v, _HOST_FIELDS[k])]
+        if fields.get("connection", "ssh") not in ("ssh", "local"):
+            out.append(f"hosts.{host_id}.connection: must be ssh or local (got {fields['connection']!r})")
+    for table in ("processes", "detached"):
+        for i, r in enumerate(getattr(st, table)):
+            where = f"{table}[{i}]"
+            out += [f"{where}.{k}: must be {' or '.join(t.__name__ for t in types)} (got {type(getattr(r, k)).__name__})"
+                    for k, types in _RECORD_FIELDS.items() if not _is(getattr(r, k), types)]
+            if isinstance(r.argv, list) and not all(isinstance(a, str) for a in r.argv):
+                out.append(f"{where}.argv: must be a list of strings")
+            if r.role not in ("scheduler", "worker"):
+                out.append(f"{where}.role: must be scheduler or worker (got {r.role!r})")
+            if _is(r.pid, (int,)) and r.pid <= 1:
+                out.append(f"{where}.pid: must be a process id above 1 (got {r.pid})")
+            if isinstance(r.host, str) and isinstance(st.hosts, dict) and r.host not in st.hosts:
+                out.append(f"{where}.host: {r.host!r} is not one of the recorded hosts")
+            elif isinstance(r.host, str) and isinstance(st.roots, dict) and r.host not in st.roots:
+                out.append(f"{where}.host: {r.host!r} has no cluster folder in roots")
+    if st.tls is not None and (not isinstance(st.tls, dict) or not all(isinstance(v, str) for v in st.tls.values())):
+        out.append("tls: must be null or a mapping of strings")
+    if not isinstance(st.versions, dict):
+        out.append(f"versions: must be a mapping (got {type(st.versions).__name__})")
+    if not _is(st.updated_at, (int, float)):
+        out.append(f"updated_at: must be a number (got {type(st.updated_at).__name__})")
+    return out
 
 
 def require(name: str | None) -> ClusterState:

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from clusterctl.agent import _in_cluster
-from conftest import clean, inventory_text
+from conftest import clean, inventory_text, marked
 
 NOBODY = 65534
 
@@ -133,3 +133,30 @@ def test_two_ups_on_the_same_ports_at_once_one_reports_that_it_could_not_listen(
         for path in paths:
             ssh_cli("down", "--force", "--inventory", path)
     assert clean(lab, lab.hosts[:3], cluster="racea") and clean(lab, lab.hosts[:3], cluster="raceb")
+
+
+@pytest.mark.lab
+def test_down_refuses_a_state_with_wrong_types_before_stopping_anything(lab, ssh_cli, inventory, tmp_path):
+    """A state.json whose roots held a number let `down` stop the workers, then crash on the
+    scheduler's host: the state is checked whole before anything is done."""
+    import json as jsonlib
+
+    path = inventory(tmp_path / "work", "badstate", ports=(8938, 8939))
+    assert ssh_cli("up", path).code == 0
+    state_file = ssh_cli.home / "clusters" / "badstate" / "state.json"
+    good = state_file.read_text()
+    try:
+        running = {h.addr: marked(lab, h, "badstate") for h in lab.hosts[:2]}
+        assert all(running.values()), running
+        data = jsonlib.loads(good)
+        scheduler_host = next(p["host"] for p in data["processes"] if p["role"] == "scheduler")
+        data["roots"][scheduler_host] = 5
+        state_file.write_text(jsonlib.dumps(data))
+        down = ssh_cli("down", "--cluster", "badstate")
+        assert down.code == 1 and f"roots.{scheduler_host}: must be a string (got int)" in down.err, down.err
+        assert "down --force --inventory" in down.err
+        assert {h.addr: marked(lab, h, "badstate") for h in lab.hosts[:2]} == running  # nothing stopped
+    finally:
+        state_file.write_text(good)
+        assert ssh_cli("down", "--cluster", "badstate").code == 0
+    assert clean(lab, lab.hosts[:2], cluster="badstate")

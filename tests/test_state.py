@@ -178,3 +178,39 @@ def test_lock_is_released_when_the_body_raises(home):
             raise RuntimeError("boom")
     with state.locked("c"):
         pass
+
+
+H = "10.0.0.2_2222"  # make_state's host
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda d: d["roots"].update({H: 5}), f"roots.{H}: must be a string (got int)"),
+    (lambda d: d["pythons"].update({H: ["python3"]}), f"pythons.{H}: must be a string (got list)"),
+    (lambda d: d["hosts"][H].update(ssh_port="22"), f"hosts.{H}.ssh_port: must be int or NoneType (got str)"),
+    (lambda d: d["hosts"][H].update(connection="telnet"), f"hosts.{H}.connection: must be ssh or local"),
+    (lambda d: d.update(hosts=[]), "hosts: must be a mapping of host id to its fields (got list)"),
+    (lambda d: d["processes"][0].update(pid="123"), "processes[0].pid: must be int (got str)"),
+    (lambda d: d["processes"][0].update(pid=True), "processes[0].pid: must be int (got bool)"),
+    (lambda d: d["processes"][0].update(pid=1), "processes[0].pid: must be a process id above 1 (got 1)"),
+    (lambda d: d["processes"][0].update(argv=["python", 3]), "processes[0].argv: must be a list of strings"),
+    (lambda d: d["processes"][0].update(host="nowhere"), "processes[0].host: 'nowhere' is not one of the recorded hosts"),
+    (lambda d: d["processes"][0].update(role="boss"), "processes[0].role: must be scheduler or worker"),
+    (lambda d: d.update(tls={"cert": 5}), "tls: must be null or a mapping of strings"),
+], ids=["root-int", "python-list", "port-str", "connection", "hosts-list", "pid-str", "pid-bool", "pid-1",
+        "argv-int", "host-unknown", "role", "tls"])
+def test_a_state_with_wrong_types_is_refused_naming_each_field(home, edit, said):
+    good = make_state("c")
+    state.save(good)
+    path = state.state_path("c")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(StateError) as info:
+        state.load("c")
+    assert said in info.value.message and said in "\n".join(info.value.details), info.value.message
+    assert str(path) in info.value.message and "down --force --inventory" in info.value.message
+
+
+def test_the_state_clusterctl_writes_has_no_problems(home):
+    state.save(make_state("c"))
+    assert state.problems_of(state.load("c")) == []
