@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from clusterctl import preflight, processes, scheduler_http, spec as specs, state as states, tls
+from clusterctl import preflight, processes, scheduler_http, spec as specs, state as states, sync, tls
 from clusterctl.agent_session import Agents
 from clusterctl.errors import OK, PARTIAL, ClusterctlError, UsageError
 from clusterctl.inventory import Inventory
@@ -68,6 +68,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
     failed; raises ``ClusterctlError`` when the scheduler could not be started (everything this run
     started is stopped first)."""
     say = progress or (lambda *a, **k: None)
+    inv = sync.apply(inv)  # the environments 'clusterctl sync' made, where it made them
     if rotate_certs and inv.tls.mode != "auto":
         raise UsageError(f"--rotate-certs: cluster {inv.name} uses tls: {inv.tls.mode}; clusterctl rotates"
                          " only the certificates it made (tls: auto). Replace your files, then run up")

@@ -84,6 +84,8 @@ def up(
                                       " restart every process with them; the old ones stop working."),
     run_setup: bool = typer.Option(False, "--setup", help="First run the inventory's setup commands on every"
                                    " host (as 'clusterctl setup'); start nothing if one fails."),
+    run_sync: bool = typer.Option(False, "--sync", help="First install this machine's dask, distributed, bokeh"
+                                  " and the inventory's packages on every host (as 'clusterctl sync')."),
     json_output: bool = JSON,
 ) -> None:
     """Check the hosts, start the scheduler and workers, wait until healthy, record what runs.
@@ -105,9 +107,39 @@ def up(
                 console.run_result(inv.name, "setup", f"{len(inv.setup)} command(s)", done)
                 console.line("setup failed on the host(s) above: nothing was started")
                 return done.exit_code
+        if run_sync:
+            from clusterctl import sync
+
+            synced = asyncio.run(sync.sync(inv))
+            if synced.exit_code != 0:
+                console.sync_result(synced)
+                console.line("sync failed on the host(s) above: nothing was started")
+                return synced.exit_code
         with console.progress("starting") as progress:
             result = api.run_up(inventory, timeout=timeout, progress=progress, rotate_certs=rotate_certs)
         console.up_result(result)
+        return result.exit_code
+
+    _run(console, work)
+
+
+@app.command("sync")
+def sync_command(
+    inventory: Path = typer.Argument(DEFAULT_INVENTORY, help="The host inventory (YAML)."),
+    json_output: bool = JSON,
+) -> None:
+    """Install this machine's versions of dask, distributed, bokeh and the inventory's packages on every
+    host, in a new environment under the workdir that up then uses. Hosts need no internet: the wheels
+    are downloaded here once and copied over SSH. A host that already has it is skipped."""
+    console = Console(json_output)
+
+    def work() -> int:
+        from clusterctl import inventory as inventories, sync
+
+        inv = inventories.load(inventory)
+        with console.progress("syncing") as progress:
+            result = asyncio.run(sync.sync(inv, progress=progress))
+        console.sync_result(result)
         return result.exit_code
 
     _run(console, work)

@@ -217,6 +217,10 @@ class Console:
         if event == "wait":
             sched = "up" if info["scheduler"] else "starting"
             return f"scheduler {sched}; workers registered {info['registered']}/{info['expected']}"
+        if event == "download":
+            return f"downloading wheels for Python {info['python']} on {info['platform']} (once)"
+        if event == "install":
+            return f"[{info['host']}] installing a new environment"
         return event
 
     # -- up ------------------------------------------------------------------------------------
@@ -421,6 +425,22 @@ class Console:
         if run.error:
             sys.stderr.write(f"[{run.host}] {run.error}\n")
         sys.stderr.flush()
+
+    def sync_result(self, result: Any) -> None:
+        if self.json:
+            self.emit(result)
+            return
+        table = Table(title=f"sync of {result.cluster}: {len(result.pins)} packages (dask {result.pins.get('dask')},"
+                      f" distributed {result.pins.get('distributed')})", title_justify="left")
+        for col in ("host", "environment", "seconds", "python / problem"):
+            table.add_column(col)
+        for r in result.rows:
+            colour = {"created": "green", "present": "green"}.get(r.status, "red")
+            table.add_row(escape(r.host), f"[{colour}]{r.status}[/]", f"{r.seconds:.1f}",
+                          escape(r.python if r.status in ("created", "present") else r.message))
+        self.out.print(table)
+        ok = sum(1 for r in result.rows if r.status in ("created", "present"))
+        self.out.print(f"{ok} of {len(result.rows)} host(s) have the environment; up uses it", markup=False)
 
     def run_result(self, cluster: str, what: str, command: str, result: RunResult) -> None:
         if self.json:

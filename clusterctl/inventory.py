@@ -94,6 +94,15 @@ def _command(value: str) -> str:
     return value
 
 
+def _package(value: str) -> str:
+    """A distribution for ``clusterctl sync``: a name, maybe with extras (``dask[dataframe]``), no version:
+    sync installs the version this machine has."""
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*\])?$", value):
+        raise ValueError("must be a package name, maybe with extras, e.g. scikit-learn or dask[dataframe];"
+                         " no version: sync installs the version installed here")
+    return value
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Text = Annotated[str, AfterValidator(_text)]
@@ -152,6 +161,8 @@ class _InventoryFile(_Strict):
     tls: Literal["auto", "off"] | bool | _TlsFiles = "auto"
     # Shell commands for `clusterctl setup` / `up --setup`, run in order on every host.
     setup: list[Annotated[str, AfterValidator(_command)]] = Field(default_factory=list, max_length=100)
+    # What `clusterctl sync` installs on every host besides dask, distributed and bokeh.
+    packages: list[Annotated[str, AfterValidator(_package)]] = Field(default_factory=list, max_length=200)
     defaults: _Defaults = Field(default_factory=_Defaults)
     scheduler: _SchedulerEntry
     workers: list[_WorkerEntry] = Field(min_length=1)
@@ -223,6 +234,7 @@ class Inventory:
     workers: tuple[WorkerGroup, ...]
     tls: TlsConfig = TlsConfig()
     setup: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
 
     def hosts(self) -> list[Host]:
         """Every distinct host, scheduler first."""
@@ -469,7 +481,8 @@ def parse(text: str, file: Path) -> Inventory:
     name = top.name if top is not None and top.name is not None else file.stem
     inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
     if inventory is not None and top is not None:
-        inventory = replace(inventory, tls=_tls(top.tls, lines, problems), setup=tuple(top.setup))
+        inventory = replace(inventory, tls=_tls(top.tls, lines, problems), setup=tuple(top.setup),
+                            packages=tuple(top.packages))
     if problems:
         problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]

@@ -99,7 +99,8 @@ def version_problems(probes: list[Probe], client: dict[str, str | None]) -> list
             if name == "python" and mine and theirs:  # pickles travel between micro versions, not
                 mine, theirs = _minor(mine), _minor(theirs)  # across minor ones: 3.11.2 works with 3.11.9
             if theirs is not None and mine is not None and mine != theirs:
-                problems.append((p.host.id, f"[{p.host.id}] {name} {theirs} differs from the client's {mine}"))
+                fix = "" if name == "python" else ": 'clusterctl sync INVENTORY' installs the client's versions there"
+                problems.append((p.host.id, f"[{p.host.id}] {name} {theirs} differs from the client's {mine}{fix}"))
     return problems
 
 

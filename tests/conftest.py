@@ -189,3 +189,16 @@ def prefixed(out: str) -> dict[str, list[str]]:
         if m:
             lines.setdefault(m.group(1), []).append(m.group(2))
     return lines
+
+
+@pytest.fixture(scope="module")
+def old_dask_python(tmp_path_factory):
+    """An interpreter whose environment has another dask: a real older release in front of the path."""
+    root = tmp_path_factory.mktemp("old-dask")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                          str(root / "site"), "dask==2024.8.0"], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    wrapper = root / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={root / 'site'} exec {CLIENT_PYTHON} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper

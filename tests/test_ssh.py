@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -190,19 +189,6 @@ def test_wrong_python_path_is_caught_before_anything_starts(lab, ssh_cli, write_
     assert f"[{bad.addr}] python '/nonexistent/bin/python' not found" in result.err
     assert "nothing was started" in result.err
     assert clean(lab, lab.hosts, cluster="badpy")
-
-
-@pytest.fixture(scope="module")
-def old_dask_python(tmp_path_factory):
-    """An interpreter whose environment has another dask: a real older release in front of the path."""
-    root = tmp_path_factory.mktemp("old-dask")
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                          str(root / "site"), "dask==2024.8.0"], capture_output=True, text=True)
-    assert pip.returncode == 0, pip.stderr
-    wrapper = root / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={root / 'site'} exec {CLIENT_PYTHON} \"$@\"\n")
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 def test_version_mismatch_is_refused_with_a_table(lab, ssh_cli, write_inventory, old_dask_python):

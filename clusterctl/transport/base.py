@@ -48,6 +48,11 @@ class Transport(abc.ABC):
         """Run argv (no shell), feed ``input`` on stdin, wait at most ``timeout`` seconds."""
 
     @abc.abstractmethod
+    async def put(self, local: str, remote: str, *, timeout: float) -> None:
+        """Copy a local file to ``remote`` on the host (SFTP over SSH), written aside and then
+        renamed: a reader never sees half of it."""
+
+    @abc.abstractmethod
     async def open_pipe(self, argv: Sequence[str]) -> Pipe:
         """Start argv with its stdin and stdout as pipes to clusterctl, stderr kept for ``end``."""
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -38,6 +41,19 @@ class LocalTransport(Transport):
                 raise
             raise RemoteError(f"[{self.host.id}] {argv[0]} did not finish within {timeout:g} s") from None
         return Completed(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def put(self, local: str, remote: str, *, timeout: float) -> None:
+        aside = f"{remote}.{os.urandom(6).hex()}.part"
+        try:
+            await asyncio.wait_for(asyncio.to_thread(shutil.copyfile, local, aside), timeout)
+            os.replace(aside, remote)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise RemoteError(f"[{self.host.id}] copying {os.path.basename(local)} took more than {timeout:g} s") from None
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(aside)
+            raise RemoteError(f"[{self.host.id}] cannot copy {os.path.basename(local)} to {remote}:"
+                              f" {exc.strerror or exc}") from None
 
     async def stream(self, argv: Sequence[str]) -> AsyncIterator[str]:
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,

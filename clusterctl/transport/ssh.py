@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import shlex
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -121,6 +122,21 @@ class SSHTransport(Transport):
                               ) from None
         status = result.exit_status if result.exit_status is not None else 255
         return Completed(status, str(result.stdout or ""), str(result.stderr or ""))
+
+    async def put(self, local: str, remote: str, *, timeout: float) -> None:
+        if self._conn is None:
+            raise RemoteError(f"[{self.host.id}] not connected")
+        aside = f"{remote}.{os.urandom(6).hex()}.part"
+        try:
+            async with self._sessions:
+                async with self._conn.start_sftp_client() as sftp:
+                    await asyncio.wait_for(sftp.put(local, aside), timeout)
+                    await sftp.posix_rename(aside, remote)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise RemoteError(f"[{self.host.id}] copying {os.path.basename(local)} took more than {timeout:g} s") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise RemoteError(f"[{self.host.id}] cannot copy {os.path.basename(local)} to {remote}:"
+                              f" {getattr(exc, 'reason', None) or exc}") from None
 
     async def open_pipe(self, argv: Sequence[str]) -> Pipe:
         if self._conn is None:
