@@ -119,7 +119,10 @@ def _workers(inv: Inventory, group: WorkerGroup, tls_files: TlsFiles | None) -> 
         argv = [group.python, "-m", "dask", "worker", "--scheduler-file", sfile, "--name", name,
                 "--host", group.host.address, "--memory-limit", group.memory_limit,
                 "--local-directory", wdir, "--pid-file", posixpath.join(wdir, "pid"),
-                "--nanny" if group.nanny else "--no-nanny", "--no-dashboard"]
+                "--nanny" if group.nanny else "--no-nanny", "--no-dashboard",
+                # Without a dashboard a worker still serves /health and /metrics, on every address
+                # by default: on loopback, no other machine reads them.
+                "--dashboard-address", "127.0.0.1:0"]
         if group.nthreads:
             argv += ["--nthreads", str(group.nthreads)]
         argv += _tls_args(tls_files, group.workdir, inv.name, "worker")

@@ -160,3 +160,20 @@ def test_down_refuses_a_state_with_wrong_types_before_stopping_anything(lab, ssh
         state_file.write_text(good)
         assert ssh_cli("down", "--cluster", "badstate").code == 0
     assert clean(lab, lab.hosts[:2], cluster="badstate")
+
+
+@pytest.mark.lab
+def test_nothing_of_the_cluster_listens_on_every_address(lab, ssh_cli, inventory, tmp_path):
+    """`--no-dashboard` still left each worker's HTTP server (/health, /metrics) on 0.0.0.0."""
+    path = inventory(tmp_path / "work", "binds", ports=(8940, 8941))
+    assert ssh_cli("up", path).code == 0
+    try:
+        for host in lab.hosts[:2]:
+            listening = lab.ssh(host, "ss -ltnpH").stdout.splitlines()
+            ours = [line for line in listening if "python" in line]
+            assert ours, listening
+            wildcard = [line for line in ours if line.split()[3].rsplit(":", 1)[0] in ("0.0.0.0", "*", "[::]")]
+            assert wildcard == [], wildcard
+    finally:
+        assert ssh_cli("down", "--cluster", "binds").code == 0
+    assert clean(lab, lab.hosts[:2], cluster="binds")
