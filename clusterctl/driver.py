@@ -40,6 +40,19 @@ class JobError(Exception):
     """The job raised, or returned something that is not a dict; the message says which."""
 
 
+def upload(client, path):
+    """Send the job's modules to every worker; a worker that cannot save them (its folder on the
+    host was removed, or the disk is full) is a ``JobError`` that says so, not a bare OSError."""
+    try:
+        client.upload_file(path)
+    except OSError as exc:
+        where = " (%s)" % exc.filename if getattr(exc, "filename", None) else ""
+        raise JobError("a worker could not save the job's modules: %s%s. Its folder on the host was removed"
+                       " or its disk is full: 'clusterctl logs' shows which; 'clusterctl down' then"
+                       " 'clusterctl up' starts the workers with new folders"
+                       % (exc.strerror or type(exc).__name__, where)) from None
+
+
 class Stopped(BaseException):
     """SIGTERM: ``clusterctl jobs stop`` (or ``down --force``) asked the driver to stop."""
 
@@ -204,7 +217,7 @@ def drive(jobdir: Path) -> int:
             client = Client(spec["address"], timeout=10, set_as_default=True, security=security)
             try:
                 files = sorted(p for p in job_folder.rglob("*.py") if "__pycache__" not in p.parts)
-                client.upload_file(str(zip_job(job_folder, files, spec["job"], jobdir)))
+                upload(client, str(zip_job(job_folder, files, spec["job"], jobdir)))
                 with watch(client, status.progress, every=0.5):
                     result = call(module.run, spec["job"], client, spec["params"], log_path)
             except BaseException:

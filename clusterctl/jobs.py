@@ -241,7 +241,10 @@ def _submit(current: ClusterState, address: str, job: Job, params: dict[str, Any
                                   " (see 'clusterctl status')") from None
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                client.upload_file(str(bundle(job, Path(tmp))))
+                try:
+                    driver.upload(client, str(bundle(job, Path(tmp))))
+                except driver.JobError as exc:
+                    raise ClusterctlError(str(exc)) from None
             with watch(client, progress):
                 result = _call(job, client, params, folder)
         except BaseException:

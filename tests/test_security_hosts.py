@@ -4,6 +4,7 @@ user, a symbolic link, a world-writable folder, and clusters nested in each othe
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -177,3 +178,31 @@ def test_nothing_of_the_cluster_listens_on_every_address(lab, ssh_cli, inventory
     finally:
         assert ssh_cli("down", "--cluster", "binds").code == 0
     assert clean(lab, lab.hosts[:2], cluster="binds")
+
+
+@pytest.mark.lab
+def test_a_deleted_workdir_is_said_plainly(lab, ssh_cli, inventory, tmp_path):
+    """The cluster's folder removed under running workers: `submit` said "unexpected error:
+    FileNotFoundError"; now the job's upload names the folder and what to do, and down still works."""
+    import shutil
+
+    path = inventory(tmp_path / "work", "gone", ports=(8942, 8943))
+    assert ssh_cli("up", path).code == 0
+    try:
+        shutil.rmtree(tmp_path / "work")  # the lab hosts share this machine's filesystem
+        run = ssh_cli("submit", "tests/jobs/trivial.py", "--cluster", "gone", "-o", tmp_path / "run")
+        assert run.code == 1 and "unexpected error" not in run.err, run.err
+        assert "a worker could not save the job's modules: No such file or directory" in run.err
+        assert f"{tmp_path / 'work' / 'gone'}/" in run.err and "'clusterctl down' then 'clusterctl up'" in run.err
+        detached = ssh_cli("submit", "tests/jobs/trivial.py", "--detach", "--json", "--cluster", "gone")
+        assert detached.code == 0, detached.out + detached.err
+        job_id = detached.json["job_id"]
+        deadline = time.monotonic() + 60
+        while (info := ssh_cli("jobs", "status", job_id, "--json", "--cluster", "gone").json)["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, info
+            time.sleep(0.5)
+        assert info["status"] == "failed" and info["error"].startswith("a worker could not save the job's modules"), info
+        assert ssh_cli("logs", "--cluster", "gone").code == 0
+    finally:
+        assert ssh_cli("down", "--cluster", "gone").code == 0
+    assert clean(lab, lab.hosts[:2], cluster="gone")
