@@ -277,8 +277,15 @@ class Console:
                       str(s.pid), _yes(s.alive) if s.reachable else lost, "-", "-", "-", "-")
         for w in report.workers:
             table.add_row(escape(w.name), escape(w.host), str(w.pid), _yes(w.alive) if w.reachable else lost,
-                          _yes(w.registered), str(w.nthreads or "-"), _size(w.memory), _size(w.memory_limit))
+                          _yes(w.registered) if w.silent_for is None else f"[red]silent {w.silent_for:.0f} s[/]",
+                          str(w.nthreads or "-"), _size(w.memory), _size(w.memory_limit))
         self.out.print(table)
+        for w in report.workers:
+            if w.silent_for is not None:
+                self.err.print(f"[{escape(w.host)}] {escape(w.name)} (pid {w.pid}) sent no heartbeat for"
+                               f" {w.silent_for:.0f} s: its process is stopped (SIGSTOP), hung or cut off from"
+                               " the scheduler; tasks sent to it wait. 'clusterctl logs' shows its last lines;"
+                               " the scheduler drops it after distributed.scheduler.worker-ttl (5 min)", markup=False)
         for host, why in report.unreachable.items():
             # The message names its host already ("[10.0.0.5] no answer ...").
             self.err.print(escape(why) if why.startswith(f"[{host}]") else f"[yellow]{escape(host)}[/]: {escape(why)}")

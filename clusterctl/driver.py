@@ -42,15 +42,20 @@ class JobError(Exception):
 
 def upload(client, path):
     """Send the job's modules to every worker; a worker that cannot save them (its folder on the
-    host was removed, or the disk is full) is a ``JobError`` that says so, not a bare OSError."""
+    host was removed, its disk is full) or does not answer (stopped, hung, cut off) is a
+    ``JobError`` that says so, not a bare OSError."""
     try:
         client.upload_file(path)
     except OSError as exc:
-        where = " (%s)" % exc.filename if getattr(exc, "filename", None) else ""
-        raise JobError("a worker could not save the job's modules: %s%s. Its folder on the host was removed"
-                       " or its disk is full: 'clusterctl logs' shows which; 'clusterctl down' then"
-                       " 'clusterctl up' starts the workers with new folders"
-                       % (exc.strerror or type(exc).__name__, where)) from None
+        if getattr(exc, "filename", None):
+            raise JobError("a worker could not save the job's modules: %s (%s). Its folder on the host was"
+                           " removed or its disk is full: 'clusterctl logs' shows which; 'clusterctl down' then"
+                           " 'clusterctl up' starts the workers with new folders"
+                           % (exc.strerror or type(exc).__name__, exc.filename)) from None
+        raise JobError("a worker did not take the job's modules (%s): one that sends no heartbeat (stopped,"
+                       " hung or cut off from the scheduler) holds up every job. 'clusterctl status' names it;"
+                       " 'clusterctl down' then 'clusterctl up' restarts the cluster"
+                       % ("%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__)) from None
 
 
 class Stopped(BaseException):

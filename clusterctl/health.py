@@ -43,6 +43,9 @@ class WorkerStatus:
     nthreads: int | None = None
     memory_limit: int | None = None
     memory: int | None = None
+    # Seconds since the scheduler last heard from it, when that is more than HEARD_WITHIN: a
+    # registered worker that is stopped (SIGSTOP), hung or cut off sends no heartbeat.
+    silent_for: float | None = None
 
 
 @dataclass
@@ -69,6 +72,9 @@ async def collect(current: ClusterState) -> StatusReport:
             view = await scheduler_http.heard_from(pool, host, current.http_url, current.scheduler_address,
                                                    within=HEARD_WITHIN, comm=scheduler_http.comm_of(current))
         seen, fresh = (view[0].workers, view[1]) if view is not None else ({}, set())
+        date = view[0].date if view is not None else None
+        silent = {name: round(date - float(w.get("last_seen") or 0), 1) for name, w in seen.items()
+                  if date is not None and name not in fresh}
         # A scheduler that said its own address is ours; one that only listed its workers (see
         # scheduler_http.view) is asked about on its host too.
         verified = view is not None and view[0].address is not None
@@ -77,10 +83,10 @@ async def collect(current: ClusterState) -> StatusReport:
         await pool.open([current.host(h) for h in {r.host for r in rest}])
         alive, unreachable = await processes.alive(Agents(pool), rest, lambda r: current.host(r.host))
     alive.update(dict.fromkeys(vouched, True))
-    workers = [_worker(r, alive.get(r.name), seen.get(r.name), r.host not in unreachable)
+    workers = [_worker(r, alive.get(r.name), seen.get(r.name), r.host not in unreachable, silent.get(r.name))
                for r in current.processes if r.role == "worker"]
     scheduler_alive = bool(scheduler and alive.get(scheduler.name) and view is not None)
-    healthy = scheduler_alive and all(w.alive and w.registered for w in workers)
+    healthy = scheduler_alive and all(w.alive and w.registered and w.silent_for is None for w in workers)
     return StatusReport(
         cluster=current.cluster,
         scheduler=SchedulerStatus(address=current.scheduler_address, dashboard=current.dashboard_url,
@@ -92,9 +98,11 @@ async def collect(current: ClusterState) -> StatusReport:
         healthy=healthy, exit_code=OK if healthy else (FAILED if not scheduler_alive else PARTIAL))
 
 
-def _worker(r: ProcessRecord, alive: bool | None, seen: dict | None, reachable: bool) -> WorkerStatus:
+def _worker(r: ProcessRecord, alive: bool | None, seen: dict | None, reachable: bool,
+            silent_for: float | None) -> WorkerStatus:
     seen = seen or {}
     return WorkerStatus(host=r.host, name=r.name, pid=r.pid, alive=alive if reachable else None,
+                        silent_for=silent_for if seen else None,
                         reachable=reachable, registered=bool(seen), address=seen.get("address"),
                         nthreads=seen.get("nthreads"), memory_limit=seen.get("memory_limit"),
                         memory=seen.get("metrics", {}).get("memory"))

@@ -206,3 +206,35 @@ def test_a_deleted_workdir_is_said_plainly(lab, ssh_cli, inventory, tmp_path):
     finally:
         assert ssh_cli("down", "--cluster", "gone").code == 0
     assert clean(lab, lab.hosts[:2], cluster="gone")
+
+
+@pytest.mark.lab
+def test_a_stopped_worker_is_not_healthy_and_submit_says_why(lab, ssh_cli, tmp_path):
+    """A worker SIGSTOPped (its nanny and the worker process) stays registered until the scheduler's
+    worker-ttl (5 min): `status` said healthy, and `submit` died with "unexpected error: OSError"."""
+    from clusterctl.health import HEARD_WITHIN
+
+    path = tmp_path / "stopped.yaml"
+    path.write_text(inventory_text(lab, tmp_path / "work", [h.addr for h in lab.hosts[1:3]], name="stopped",
+                                   ports=(8944, 8945)))
+    assert ssh_cli("up", path).code == 0
+    host = lab.hosts[2]
+    worker = next(w for w in ssh_cli("status", "--json").json["workers"] if w["host"] == host.addr)
+    pids = [worker["pid"], *map(int, lab.ssh(host, f"pgrep -P {worker['pid']}").stdout.split())]
+    assert len(pids) >= 2, pids  # the nanny and its worker
+    lab.ssh(host, "kill -STOP " + " ".join(map(str, pids)))
+    try:
+        time.sleep(HEARD_WITHIN + 2)
+        status = ssh_cli("status", "--json")
+        row = next(w for w in status.json["workers"] if w["host"] == host.addr)
+        assert status.code == 3 and not status.json["healthy"], status.out
+        assert row["alive"] and row["registered"] and row["silent_for"] > HEARD_WITHIN, row
+        said = ssh_cli("status")
+        assert f"{worker['name']} (pid {worker['pid']}) sent no heartbeat for" in said.err, said.err
+        run = ssh_cli("submit", "tests/jobs/trivial.py", "-o", tmp_path / "run", timeout=120)
+        assert run.code == 1 and "unexpected error" not in run.err, run.err
+        assert "a worker did not take the job's modules" in run.err and "'clusterctl status' names it" in run.err
+    finally:
+        lab.ssh(host, "kill -CONT " + " ".join(map(str, pids)))
+        ssh_cli("down", "--force", "--inventory", path)
+    assert clean(lab, lab.hosts[:3], cluster="stopped")
