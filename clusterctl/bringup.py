@@ -93,6 +93,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
                 result.kept = [p.name for p in cluster.processes]
                 current.detached = await _stop_detached(agents, current, result)
                 _prune(current, cluster)
+                current.expected = {p.name: p.host.id for p in cluster.workers}
                 states.save(current)
                 return result
             # Processes left on hosts the inventory dropped while they were unreachable: planned
@@ -177,7 +178,8 @@ def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | No
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
                         hosts=hosts, processes=list(previous.processes) if previous else [],
                         pythons=pythons, versions=client,
-                        detached=list(previous.detached) if previous else [])
+                        detached=list(previous.detached) if previous else [],
+                        expected=dict(previous.expected) if previous else {})
 
 
 def _prune(current: ClusterState, cluster: ClusterSpec) -> None:
@@ -217,6 +219,8 @@ async def _apply(agents: Agents, cluster: ClusterSpec, current: ClusterState, th
         watch = [r for r in current.processes if r.name in kept or r.name in started]
         await _wait(agents, cluster, current, result, unreachable, watch, timeout, say,
                     publish=new_workers if new_scheduler else [], new_scheduler=new_scheduler)
+        current.expected = {p.name: p.host.id for p in cluster.workers}
+        states.save(current)
     except BaseException:
         if starting is not None and not started:
             started = (await starting)[0]

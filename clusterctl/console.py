@@ -276,11 +276,15 @@ class Console:
         table.add_row(escape(f"{s.host}-scheduler" if s.host else "scheduler"), escape(str(s.host)),
                       str(s.pid), _yes(s.alive) if s.reachable else lost, "-", "-", "-", "-")
         for w in report.workers:
-            table.add_row(escape(w.name), escape(w.host), str(w.pid), _yes(w.alive) if w.reachable else lost,
+            table.add_row(escape(w.name), escape(w.host), str(w.pid) if w.pid is not None else "-",
+                          ("[red]missing[/]" if w.missing else _yes(w.alive)) if w.reachable else lost,
                           _yes(w.registered) if w.silent_for is None else f"[red]silent {w.silent_for:.0f} s[/]",
                           str(w.nthreads or "-"), _size(w.memory), _size(w.memory_limit))
         self.out.print(table)
         for w in report.workers:
+            if w.missing:
+                self.err.print(f"[{escape(w.host)}] {escape(w.name)} is not running: an up that failed stopped it"
+                               " and could not start it again; 'clusterctl up INVENTORY' starts it", markup=False)
             if w.silent_for is not None:
                 self.err.print(f"[{escape(w.host)}] {escape(w.name)} (pid {w.pid}) sent no heartbeat for"
                                f" {w.silent_for:.0f} s: its process is stopped (SIGSTOP), hung or cut off from"

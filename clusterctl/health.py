@@ -35,7 +35,7 @@ class SchedulerStatus:
 class WorkerStatus:
     host: str
     name: str
-    pid: int
+    pid: int | None  # None: no process is recorded for it (``missing``)
     alive: bool | None  # None: its host could not be asked (``reachable`` false)
     reachable: bool
     registered: bool
@@ -46,6 +46,7 @@ class WorkerStatus:
     # Seconds since the scheduler last heard from it, when that is more than HEARD_WITHIN: a
     # registered worker that is stopped (SIGSTOP), hung or cut off sends no heartbeat.
     silent_for: float | None = None
+    missing: bool = False  # the last up asked for it, but no process of it is recorded
 
 
 @dataclass
@@ -85,6 +86,11 @@ async def collect(current: ClusterState) -> StatusReport:
     alive.update(dict.fromkeys(vouched, True))
     workers = [_worker(r, alive.get(r.name), seen.get(r.name), r.host not in unreachable, silent.get(r.name))
                for r in current.processes if r.role == "worker"]
+    recorded = {r.name for r in current.processes}
+    # Asked for by the last up, but with no process recorded: a failed up stopped it and did not restart it.
+    workers += [WorkerStatus(host=host, name=name, pid=None, alive=False, reachable=True, missing=True,
+                             registered=name in seen)
+                for name, host in current.expected.items() if name not in recorded]
     scheduler_alive = bool(scheduler and alive.get(scheduler.name) and view is not None)
     healthy = scheduler_alive and all(w.alive and w.registered and w.silent_for is None for w in workers)
     return StatusReport(

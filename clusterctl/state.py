@@ -61,6 +61,9 @@ class ClusterState:
     # Processes on hosts removed from the inventory while unreachable: never verified stopped.
     # up and down stop them once the host answers again; they do not count against health.
     detached: list[ProcessRecord] = field(default_factory=list)
+    # The workers the last up that got as far as waiting for them asked for (name -> host id): one
+    # that a later, failed up stopped and did not restart has no record, and status still misses it.
+    expected: dict[str, str] = field(default_factory=dict)
 
     def host(self, host_id: str) -> Host:
         return Host(**self.hosts[host_id])
@@ -146,7 +149,7 @@ def problems_of(st: ClusterState) -> list[str]:
     out = [f"{f}: must be a string (got {type(getattr(st, f)).__name__})"
            for f in ("cluster", "inventory", "scheduler_address", "dashboard_url", "http_url")
            if not isinstance(getattr(st, f), str)]
-    for table in ("roots", "pythons"):
+    for table in ("roots", "pythons", "expected"):
         value = getattr(st, table)
         if not isinstance(value, dict):
             out.append(f"{table}: must be a mapping of host id to a string (got {type(value).__name__})")

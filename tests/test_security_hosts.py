@@ -9,7 +9,7 @@ import time
 import pytest
 
 from clusterctl.agent import _in_cluster
-from conftest import clean, inventory_text, marked
+from conftest import clean, dask_processes, inventory_text, marked
 
 NOBODY = 65534
 
@@ -238,3 +238,41 @@ def test_a_stopped_worker_is_not_healthy_and_submit_says_why(lab, ssh_cli, tmp_p
         lab.ssh(host, "kill -CONT " + " ".join(map(str, pids)))
         ssh_cli("down", "--force", "--inventory", path)
     assert clean(lab, lab.hosts[:3], cluster="stopped")
+
+
+@pytest.mark.lab
+def test_after_a_failed_up_status_misses_the_worker_it_stopped(lab, ssh_cli, tmp_path):
+    """An up that replaces a worker (its nthreads changed) and fails on another host (a full disk)
+    rolls back what it started: the replaced worker is stopped, its record gone, and status said
+    healthy with a worker missing."""
+    s, w1, w2, full = lab.hosts[:4]
+    path = tmp_path / "rollback.yaml"
+    base = inventory_text(lab, tmp_path / "work", [w1.addr, w2.addr], name="rollback", ports=(8946, 8947))
+    path.write_text(base)
+    assert ssh_cli("up", path).code == 0
+    mount = tmp_path / "full"
+    mount.mkdir()
+    filled = lab.ssh(full, f"mount -t tmpfs -o size=64k,mode=0700 tmpfs {mount} && "
+                           f"{{ dd if=/dev/zero of={mount}/filler bs=4k; df --output=avail {mount}; }}")
+    try:
+        assert filled.stdout.split()[-1] == "0", filled.stdout + filled.stderr
+        changed = base.replace(f"  - host: {w2.addr}\n    nthreads: 1", f"  - host: {w2.addr}\n    nthreads: 2")
+        assert changed != base
+        path.write_text(changed + f"  - host: {full.addr}\n    workdir: {mount}\n")
+        failed = ssh_cli("up", path)
+        assert failed.code == 3 and "No space left on device" in failed.err, failed.out + failed.err
+        assert not dask_processes(lab, w2, "rollback")  # the old w2 worker was replaced, the new one rolled back
+        status = ssh_cli("status", "--cluster", "rollback", "--json")
+        rows = {w["name"]: w for w in status.json["workers"]}
+        assert status.code == 3 and not status.json["healthy"], status.out
+        assert rows[f"{w2.addr}-worker-0"]["missing"] and rows[f"{w2.addr}-worker-0"]["pid"] is None, rows
+        assert rows[f"{w1.addr}-worker-0"]["registered"] and f"{full.addr}-worker-0" not in rows
+        said = ssh_cli("status", "--cluster", "rollback")
+        assert f"{w2.addr}-worker-0 is not running: an up that failed stopped it" in said.err, said.err
+    finally:
+        lab.ssh(full, f"umount {mount}")
+    path.write_text(base)
+    assert ssh_cli("up", path).code == 0
+    assert ssh_cli("status", "--cluster", "rollback").code == 0
+    assert ssh_cli("down", "--cluster", "rollback").code == 0
+    assert clean(lab, lab.hosts[:4], cluster="rollback")
