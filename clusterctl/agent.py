@@ -247,6 +247,40 @@ def _cluster_in(path):
         return None
 
 
+def _cluster_of(path):
+    """The cluster folder (``<workdir>/<cluster>/``, holding CLUSTER_FILE, this user's) that ``path``
+    lies in once its links are resolved, or None. What the agent reads is confined to such folders."""
+    d = os.path.dirname(os.path.realpath(path))
+    uid = os.geteuid()
+    while True:
+        mark = os.path.join(d, CLUSTER_FILE)
+        try:
+            if os.path.isfile(mark) and not os.path.islink(mark) and os.stat(d).st_uid == uid:
+                return d.rstrip("/") + "/"
+        except OSError:
+            pass
+        if d in ("/", ""):
+            return None
+        d = os.path.dirname(d)
+
+
+def _under(path, roots):
+    """Whether ``path``, its links resolved, lies inside one of the folders ``roots``."""
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.realpath(root).rstrip("/") + "/") for root in roots)
+
+
+class Refused(Exception):
+    """A request outside what the agent does: the cluster's folders and the processes it started."""
+
+
+def _confine(paths, roots=()):
+    """Raise ``Refused`` for a path that is neither in a cluster folder nor in one of ``roots``."""
+    for path in paths:
+        if not os.path.isabs(path) or not (_under(path, roots) or _cluster_of(path)):
+            raise Refused("%s is not in a clusterctl cluster folder: the agent reads and writes only there" % path)
+
+
 def _folder_problems(roots):
     """{root: why it cannot be used} for the cluster folders ``roots`` ({root: cluster name})."""
     found = {}
@@ -303,7 +337,15 @@ def _write(path, text, mode):
 
 
 def op_write(req):
-    """Write files ({path, text, mode}); {path: error} for those that could not be written."""
+    """Write files ({path, text, mode}) in cluster folders; {path: error} for those that could not be
+    written. ``roots`` ({root: cluster name}): cluster folders to make first, checked as up does."""
+    roots = req.get("roots", {})
+    said = "; ".join("cannot use %s: %s" % (root, why) for root, why in _folder_problems(roots).items())
+    if said:
+        return {"failed": {f["path"]: said for f in req["files"]}}
+    for root, name in roots.items():
+        _write(os.path.join(root, CLUSTER_FILE), name + "\n", 0o600)
+    _confine([f["path"] for f in req["files"]], roots)
     failed = {}
     for f in req["files"]:
         try:
@@ -331,6 +373,22 @@ def _spawn(proc):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _allowed(proc, roots):
+    """Raise ``Refused`` unless ``proc`` is what clusterctl starts: ``PYTHON -m dask scheduler|worker``
+    in a folder of its own directly in one of the request's cluster folders, or a job's driver
+    ``PYTHON -m clusterctl.driver DIR`` in ``<root>jobs/<id>``."""
+    argv, d = proc["argv"], os.path.normpath(proc["dir"])
+    parent = os.path.dirname(d) + "/"
+    dask = argv[1:3] == ["-m", "dask"] and len(argv) > 3 and argv[3] in ("scheduler", "worker")
+    driver = argv[1:] == ["-m", "clusterctl.driver", proc["dir"]]
+    if dask and parent in roots and os.path.basename(d) not in ("jobs", "tls"):
+        return
+    if driver and os.path.dirname(parent.rstrip("/")) + "/" in roots and parent.endswith("/jobs/"):
+        return
+    raise Refused("will not start %r in %s: the agent starts only Dask schedulers and workers, and job"
+                  " drivers, each in its own folder of the cluster's" % (" ".join(argv)[:200], proc["dir"]))
+
+
 def op_start(req):
     """Check the cluster's folders (``roots``: {root: cluster name}) and mark them as the cluster's,
     write the files the processes need (e.g. TLS certificates), then start each process."""
@@ -338,9 +396,18 @@ def op_start(req):
     said = "; ".join("cannot use %s: %s" % (root, why) for root, why in unsafe.items() if why)
     if said:
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
+    roots = req.get("roots", {})
+    for proc in req["procs"]:
+        _allowed(proc, roots)
     marks = [{"path": os.path.join(root, CLUSTER_FILE), "text": name + "\n", "mode": 0o600}
-             for root, name in req.get("roots", {}).items()]
-    failed = op_write({"files": marks + req.get("files", [])})["failed"]
+             for root, name in roots.items()]
+    _confine([f["path"] for f in req.get("files", [])], roots)
+    failed = {}
+    for f in marks + req.get("files", []):
+        try:
+            _write(f["path"], f["text"], f.get("mode", 0o600))
+        except OSError as exc:
+            failed[f["path"]] = "cannot write %s: %s" % (f["path"], exc.strerror or exc)
     if failed:
         said = "; ".join(failed.values())
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
@@ -414,8 +481,10 @@ def op_stop(req):
     if not left:  # nothing of the cluster runs here any more: its keys need not stay either
         import shutil
 
+        allowed = [prefix] if prefix else [os.path.dirname(d.rstrip("/")) for d in dirs]
         for path in req.get("remove", []):
-            shutil.rmtree(path, ignore_errors=True)
+            if _under(path, allowed):  # only in the cluster's own folder
+                shutil.rmtree(path, ignore_errors=True)
         if prefix:  # the client keys of detached jobs whose driver was killed before it removed its own
             try:
                 for job in os.listdir(os.path.join(prefix, "jobs")):
@@ -441,7 +510,13 @@ def _tail(path, n):
 
 
 def op_tail(req):
-    return {"tails": {path: _tail(path, req.get("lines", 20)) for path in req["files"]}}
+    tails = {}
+    for path in req["files"]:
+        if os.path.lexists(path) and not _cluster_of(path):
+            tails[path] = "(refused: %s is not in a clusterctl cluster folder)" % path
+        else:
+            tails[path] = _tail(path, req.get("lines", 20))
+    return {"tails": tails}
 
 
 def _json_file(path):
@@ -458,6 +533,8 @@ def op_jobs(req):
     one's spec and status files as the driver left them, whether a process carries its marker, the
     files of its run folder, and the last lines of the driver's own log."""
     folder = req["dir"]
+    if os.path.basename(folder.rstrip("/")) != "jobs" or _cluster_of(os.path.join(folder, "x")) is None:
+        return {"jobs": []}
     try:
         names = sorted(os.listdir(folder))
     except OSError:
@@ -485,6 +562,7 @@ def op_read(req):
     """Up to ``limit`` bytes of a file from ``offset`` (base64), and its size."""
     import base64
 
+    _confine([req["path"]])
     with open(req["path"], "rb") as f:
         f.seek(0, 2)
         size = f.tell()

@@ -280,7 +280,8 @@ async def _publish_scheduler(agents: Agents, cluster: ClusterSpec, workers: Sequ
     they wait for before they connect. Returns problems (a host that cannot be written)."""
     text = json.dumps({"type": "Scheduler", "address": cluster.scheduler_address})
     groups = processes.by_host([w for w in workers if w.scheduler_file], lambda w: w.host)
-    said = await asyncio.gather(*(processes.write(agents, h, py, {w.scheduler_file: text for w in group})
+    said = await asyncio.gather(*(processes.write(agents, h, py, {w.scheduler_file: text for w in group},
+                                                  processes.roots(group))
                                   for (h, py), group in groups.items()))
     return [text for texts in said for text in texts]
 

@@ -152,10 +152,12 @@ async def tail(agents: Agents, procs: Sequence[Any], host_of: HostOf, lines: int
     return dict(await asyncio.gather(*(one(p) for p in procs)))
 
 
-async def write(agents: Agents, host: Host, python: str, files: dict[str, str]) -> list[str]:
-    """Write ``files`` (path -> text, mode 0600) on a host; the problems, each naming the host."""
+async def write(agents: Agents, host: Host, python: str, files: dict[str, str],
+                roots: dict[str, str] | None = None) -> list[str]:
+    """Write ``files`` (path -> text, mode 0600) on a host, in the cluster folders ``roots`` (made and
+    checked there first if new, see ``roots()``) or existing ones; the problems, each naming the host."""
     try:
-        answer = await agents.call(host, python, "write",
+        answer = await agents.call(host, python, "write", roots=roots or {},
                                    files=[{"path": path, "text": text, "mode": 0o600} for path, text in files.items()])
     except ClusterctlError as exc:
         return [exc.message]
