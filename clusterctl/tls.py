@@ -83,6 +83,11 @@ def ensure(cluster_dir: Path, cluster: str, *, rotate: bool = False) -> bool:
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     staged: dict[Path, bytes] = {d / "ca.pem": _pem_cert(ca_cert)}
+    # The client's certificate can only connect: TLS refuses it to anything that serves (a scheduler or
+    # a worker that presented it would fail every handshake). Schedulers and workers both serve and
+    # connect (a worker dials the scheduler and its peers), so theirs can do both.
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    usage = {"scheduler": both, "worker": both, "client": [ExtendedKeyUsageOID.CLIENT_AUTH]}
     for role in ROLES:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (x509.CertificateBuilder()
@@ -92,8 +97,7 @@ def ensure(cluster_dir: Path, cluster: str, *, rotate: bool = False) -> bool:
                 .not_valid_before(now - datetime.timedelta(minutes=5))
                 .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage(usage[role]), critical=True)
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"dask-{role}")]), critical=False)
                 .sign(ca_key, hashes.SHA256()))
         creds = credentials(cluster_dir, role)

@@ -178,3 +178,59 @@ def test_tls_off_works_and_warns_on_every_up(lab, ssh_cli, write_inventory):
     assert connects(state["scheduler_address"], None)
     assert ssh_cli("down", "--cluster", "plain").code == 0
     assert not any("8788" in a for h in lab.hosts[:2] for _, a in lab.processes(h))
+
+
+def _handshake(tmp_path, server_role: str, client_role: str) -> str:
+    """A TLS handshake with Dask's own contexts: a server presenting ``server_role``'s certificate, a
+    client presenting ``client_role``'s; '' when it succeeds, else the client's error."""
+    import socket
+    import ssl
+    import threading
+
+    from distributed.security import Security
+
+    cluster_dir = tmp_path / "c"
+    if not tls.exists(cluster_dir):
+        tls.ensure(cluster_dir, "c")
+    srv, cli_ = tls.credentials(cluster_dir, server_role), tls.credentials(cluster_dir, client_role)
+    server_ctx = Security(tls_ca_file=str(srv.ca), tls_scheduler_cert=str(srv.cert), tls_scheduler_key=str(srv.key),
+                          require_encryption=True).get_listen_args("scheduler")["ssl_context"]
+    client_ctx = Security(tls_ca_file=str(cli_.ca), tls_client_cert=str(cli_.cert), tls_client_key=str(cli_.key),
+                          require_encryption=True).get_connection_args("client")["ssl_context"]
+    a, b = socket.socketpair()
+
+    def serve():
+        try:
+            with server_ctx.wrap_socket(a, server_side=True) as s:
+                s.recv(1)
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client_ctx.wrap_socket(b) as c:
+            c.sendall(b"x")
+        return ""
+    except ssl.SSLError as exc:
+        return str(exc)
+    finally:
+        b.close()
+        thread.join(10)
+
+
+def test_the_client_certificate_cannot_serve_as_a_scheduler_or_worker(tmp_path):
+    """Issue 23: every role's certificate could serve and connect. The client's can only connect
+    now: presented by a server (an impostor scheduler with a copy of the client key), it fails the
+    handshake; the scheduler's and the workers' still serve."""
+    assert _handshake(tmp_path, "scheduler", "client") == ""
+    assert _handshake(tmp_path, "worker", "worker") == ""
+    refused = _handshake(tmp_path, "client", "worker")
+    assert "unsuitable certificate purpose" in refused, refused
+
+
+def test_a_worker_certificate_still_connects_as_a_client(tmp_path):
+    """The limit, stated: Dask has no roles at its protocol, and a worker must connect to the
+    scheduler and to its peers, so TLS cannot tell a worker's certificate used by a client from a
+    worker. docs/security.md says what protects it (it never leaves the worker hosts, 0600)."""
+    assert _handshake(tmp_path, "scheduler", "worker") == ""
