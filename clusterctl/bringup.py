@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from clusterctl import preflight, processes, scheduler_http, spec as specs, state as states, sync, tls
 from clusterctl.agent_session import Agents
 from clusterctl.errors import OK, PARTIAL, ClusterctlError, UsageError
-from clusterctl.inventory import Inventory
+from clusterctl.inventory import SECRET_RE, Inventory
 from clusterctl.plan import Plan, plan
 from clusterctl.preflight import HostRow
 from clusterctl.spec import ClusterSpec, ProcessSpec
@@ -127,6 +127,13 @@ def _warn(inv: Inventory, client_tls: dict | None, result: UpResult) -> None:
     if client_tls is None:
         result.warnings.append("tls: off: anyone who can reach the scheduler port can run code on"
                                " every worker; remove 'tls: off' from the inventory to encrypt")
+    secret = sorted({name for name, _ in inv.scheduler.env + tuple(e for g in inv.workers for e in g.env)
+                     if SECRET_RE.search(name)})
+    if secret:
+        result.warnings.append(f"env: {', '.join(secret)} look(s) like a secret: a process's environment can be"
+                               " read on its host (/proc/PID/environ, by root and by the same user), and the"
+                               " inventory holds it in plain text; give secrets to jobs another way (a file"
+                               " only the job reads)")
     if inv.scheduler.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
         result.warnings.append(f"the dashboard listens on {inv.scheduler.dashboard_host}: anyone who"
                                " reaches it sees the cluster (its pages and JSON); remove"
@@ -192,7 +199,7 @@ def _prune(current: ClusterState, cluster: ClusterSpec) -> None:
 
 def _record(p: ProcessSpec, pid: int) -> ProcessRecord:
     return ProcessRecord(name=p.name, role=p.role, host=p.host.id, python=p.python, dir=p.dir, pid=pid,
-                         argv=list(p.argv), started_at=time.time())
+                         argv=list(p.argv), started_at=time.time(), settings=p.settings)
 
 
 async def _apply(agents: Agents, cluster: ClusterSpec, current: ClusterState, the_plan: Plan,

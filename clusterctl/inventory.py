@@ -103,6 +103,46 @@ def _package(value: str) -> str:
     return value
 
 
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What clusterctl sets in a process's environment itself: the inventory may not.
+RESERVED_ENV = {"CLUSTERCTL_PROCESS", "DASK_CONFIG", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION",
+                "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"}
+SECRET_RE = re.compile(r"TOKEN|KEY|PASSWORD|PASSWD|SECRET|CREDENTIAL", re.I)
+
+
+def _env(value: dict) -> dict:
+    for name in value:
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name (letters, digits, _)")
+        if name in RESERVED_ENV:
+            use = "dask_config" if name == "DASK_CONFIG" else "the inventory key that sets it"
+            raise ValueError(f"{name} is set by clusterctl itself; use {use} instead")
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+
+def _abs_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path (starting with /)")
+    return value
+
+
+def _resources(value: dict) -> dict:
+    """Amounts as numbers; YAML reads ``64e9`` (no dot) as text, so numeric text is read here."""
+    out = {}
+    for name, amount in value.items():
+        try:
+            out[name] = float(amount) if isinstance(amount, str) else amount
+        except ValueError:
+            raise ValueError(f"{name}: {amount!r} is not a number (e.g. GPU: 1, MEMORY: 64e9)") from None
+        if not ENV_NAME_RE.match(name) or out[name] < 0:
+            raise ValueError(f"{name!r}: a resource is a name (letters, digits, _) and an amount of 0 or more")
+    return out
+
+
+Scalar = Union[str, int, float, bool]
+EnvMap = Annotated[dict[str, Scalar], AfterValidator(_env)]
+OptionValue = Union[str, int, float, bool, list[Union[str, int, float]]]
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 Text = Annotated[str, AfterValidator(_text)]
@@ -123,6 +163,8 @@ class _HostSettings(_Strict):
     workdir: Workdir | None = None
     connection: Literal["ssh", "local"] | None = None
     connect_timeout: Union[Seconds, Annotated[int, Field(gt=0, le=3600)]] | None = None
+    env: EnvMap | None = None  # for the Dask processes (never secrets: they show in /proc)
+    dask_config: dict[str, Any] | None = None  # a YAML file given to the process through DASK_CONFIG
 
 
 class _WorkerSettings(_Strict):
@@ -131,6 +173,9 @@ class _WorkerSettings(_Strict):
     memory_limit: str | Annotated[int, Field(ge=0)] | Annotated[float, Field(gt=0, le=1)] | None = None
     nanny: bool | None = None
     start_method: Literal["fork", "spawn", "forkserver"] | None = None
+    resources: Annotated[dict[str, Union[int, float, str]], AfterValidator(_resources)] | None = None
+    local_directory: Annotated[str, AfterValidator(_text), AfterValidator(_abs_path)] | None = None
+    worker_options: dict[str, OptionValue] | None = None  # other `dask worker` flags
 
 
 class _Defaults(_HostSettings, _WorkerSettings):
@@ -142,6 +187,7 @@ class _SchedulerEntry(_HostSettings):
     port: Port = 8786
     dashboard_port: Port = 8787
     dashboard_host: Annotated[str, AfterValidator(_bind_host)] = "127.0.0.1"  # loopback: reach it with `clusterctl dashboard`
+    scheduler_options: dict[str, OptionValue] | None = None  # other `dask scheduler` flags
 
 
 class _TlsFiles(_Strict):
@@ -202,6 +248,9 @@ class SchedulerSpec:
     port: int
     dashboard_port: int
     dashboard_host: str = "127.0.0.1"
+    env: tuple[tuple[str, str], ...] = ()
+    dask_config: str = ""  # YAML text, "" for none
+    options: tuple[str, ...] = ()  # extra `dask scheduler` arguments
 
 
 @dataclass(frozen=True)
@@ -224,6 +273,11 @@ class WorkerGroup:
     memory_limit: str
     nanny: bool
     start_method: str = DEFAULT_START_METHOD
+    env: tuple[tuple[str, str], ...] = ()
+    dask_config: str = ""  # YAML text, "" for none
+    resources: tuple[tuple[str, float], ...] = ()
+    local_directory: str | None = None
+    options: tuple[str, ...] = ()  # extra `dask worker` arguments
 
 
 @dataclass(frozen=True)
@@ -612,12 +666,61 @@ class _Merged:
         if isinstance(memory, str) and not MEMORY_RE.match(memory.strip()):
             self.problem(memory_loc, f"{memory!r} is not a memory size; use auto, bytes, '4GiB' or a fraction"
                          " like 0.5")
+        resources, _ = self.setting(w, loc, "resources", {})
+        options, options_loc = self.setting(w, loc, "worker_options", {})
         return WorkerGroup(
             host=host, python=self.python(w, loc, host),
             workdir=self.setting(w, loc, "workdir", default_workdir(host))[0],
             nworkers=self.setting(w, loc, "nworkers", 1)[0], nthreads=self.setting(w, loc, "nthreads")[0],
             memory_limit=str(memory), nanny=self.setting(w, loc, "nanny", True)[0],
-            start_method=self.setting(w, loc, "start_method", DEFAULT_START_METHOD)[0])
+            start_method=self.setting(w, loc, "start_method", DEFAULT_START_METHOD)[0],
+            env=self.env(w, loc), dask_config=self.dask_config(w, loc),
+            resources=tuple(sorted((str(k), float(v)) for k, v in resources.items())),
+            local_directory=self.setting(w, loc, "local_directory")[0],
+            options=self.options("worker", options, options_loc))
+
+    def env(self, entry: BaseModel, loc: tuple) -> tuple[tuple[str, str], ...]:
+        """The defaults' env with the entry's over it."""
+        merged = {**self.defaults.get("env", {}), **(getattr(entry, "env", None) or {})}
+        return tuple(sorted(merged.items()))
+
+    def dask_config(self, entry: BaseModel, loc: tuple) -> str:
+        """The defaults' dask_config with the entry's merged over it (nested keys too), as YAML."""
+        merged = _deep_merge(_nest(self.defaults.get("dask_config", {})), _nest(getattr(entry, "dask_config", None) or {}))
+        return yaml.safe_dump(merged, sort_keys=True) if merged else ""
+
+    def options(self, command: str, options: dict, loc: tuple) -> tuple[str, ...]:
+        """``--name value`` arguments for ``dask worker`` / ``dask scheduler``; each name checked
+        against the installed distributed's own options, and none that clusterctl sets itself."""
+        if not options:
+            return ()
+        known = dask_options(command)
+        out: list[str] = []
+        for name, value in options.items():
+            flag = str(name).lstrip("-").replace("_", "-")
+            where = loc + (name,)
+            if flag in RESERVED_OPTIONS[command]:
+                self.problem(where, f"--{flag} is set by clusterctl itself: {RESERVED_OPTIONS[command][flag]}")
+                continue
+            if flag not in known:
+                import difflib
+
+                close = difflib.get_close_matches(flag, sorted(known), n=3)
+                hint = f"; did you mean {' or '.join(close)}?" if close else f"; see 'python -m dask {command} --help'"
+                self.problem(where, f"not an option of dask {command}{hint}")
+                continue
+            is_flag, negation = known[flag]
+            if is_flag:
+                if not isinstance(value, bool):
+                    self.problem(where, f"--{flag} is a flag: true or false (got {_short(value)})")
+                elif value:
+                    out.append(f"--{flag}")
+                elif negation:
+                    out.append(negation)
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                out += [f"--{flag}", str(item).lower() if isinstance(item, bool) else str(item)]
+        return tuple(out)
 
     def scheduler(self, s: _SchedulerEntry) -> SchedulerSpec:
         loc = ("scheduler",)
@@ -627,7 +730,61 @@ class _Merged:
                          f"same as scheduler.port ({s.port}); give the dashboard its own port")
         return SchedulerSpec(host=host, python=self.python(s, loc, host),
                              workdir=self.setting(s, loc, "workdir", default_workdir(host))[0],
-                             port=s.port, dashboard_port=s.dashboard_port, dashboard_host=s.dashboard_host)
+                             port=s.port, dashboard_port=s.dashboard_port, dashboard_host=s.dashboard_host,
+                             env=self.env(s, loc), dask_config=self.dask_config(s, loc),
+                             options=self.options("scheduler", s.scheduler_options or {},
+                                                  loc + ("scheduler_options",)))
+
+
+RESERVED_OPTIONS = {
+    "worker": {**{f: "set by the inventory's host, workdir and TLS" for f in (
+        "host", "scheduler-file", "name", "pid-file", "protocol", "tls-ca-file", "tls-cert", "tls-key",
+        "dashboard-address", "dashboard", "no-dashboard", "listen-address", "contact-address")},
+        "nanny": "use nanny:", "no-nanny": "use nanny:", "memory-limit": "use memory_limit:",
+        "nthreads": "use nthreads:", "nworkers": "use nworkers: (one Dask name per process)",
+        "resources": "use resources:", "local-directory": "use local_directory:"},
+    "scheduler": {f: "use the scheduler's host, port, dashboard_port, dashboard_host and tls keys" for f in (
+        "host", "port", "dashboard-address", "dashboard", "no-dashboard", "pid-file", "protocol",
+        "tls-ca-file", "tls-cert", "tls-key", "scheduler-file", "interface")},
+}
+
+
+def dask_options(command: str) -> dict[str, tuple[bool, str]]:
+    """``dask worker`` / ``dask scheduler`` options of the installed distributed: name -> (is a flag,
+    its negation like '--no-nanny' or ''). Imported only when an inventory sets options."""
+    if command == "worker":
+        from distributed.cli.dask_worker import main
+    else:
+        from distributed.cli.dask_scheduler import main
+    out: dict[str, tuple[bool, str]] = {}
+    for param in main.params:
+        longs = [o for o in param.opts if o.startswith("--")]
+        negations = [o for o in getattr(param, "secondary_opts", []) if o.startswith("--")]
+        for opt in longs:
+            out[opt[2:]] = (bool(getattr(param, "is_flag", False)), negations[0] if negations else "")
+        for opt in negations:
+            out[opt[2:]] = (True, "")
+    return out
+
+
+def _nest(config: dict) -> dict:
+    """Dotted keys as Dask writes them (``distributed.worker.memory.spill: 0.9``) made nested, as
+    a Dask YAML file must have them."""
+    out: dict = {}
+    for key, value in config.items():
+        value = _nest(value) if isinstance(value, dict) else value
+        parts = str(key).split(".")
+        for part in reversed(parts[1:]):
+            value = {part: value}
+        out = _deep_merge(out, {parts[0]: value})
+    return out
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def default_workdir(host: Host) -> str:

@@ -40,7 +40,8 @@ def plan(desired: Sequence[ProcessSpec], recorded: Sequence[ProcessRecord], aliv
             if record is not None:
                 result.unknown.append(record)
             continue
-        if record is not None and alive.get(record.name) and record.argv == list(want.argv) and not replace_all:
+        if (record is not None and alive.get(record.name) and record.argv == list(want.argv)
+                and record.settings == want.settings and not replace_all):
             result.keep.append(want)
             continue
         if record is not None:

@@ -58,6 +58,7 @@ async def start(agents: Agents, procs: Sequence[ProcessSpec],
         try:
             files = [{"path": dst, "text": _read(src), "mode": 0o600}
                      for dst, src in {dst: src for p in group for src, dst in p.files}.items()]
+            files += [{"path": dst, "text": text, "mode": 0o600} for p in group for dst, text in p.texts]
             return (await agents.call(host, python, "start", procs=payload, files=files,
                                       roots=roots(group)))["started"]
         except ClusterctlError as exc:

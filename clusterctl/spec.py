@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 from dataclasses import dataclass, field
 
@@ -39,6 +41,9 @@ class ProcessSpec:
     ports: tuple[int, ...] = field(default=())  # must be free on the host before start
     files: tuple[tuple[str, str], ...] = ()  # (local, remote): copied 0600 into a 0700 folder first
     scheduler_file: str = ""  # a worker: where it waits for the scheduler's address (see up.py)
+    texts: tuple[tuple[str, str], ...] = ()  # (remote path, text) written before start: its dask_config
+    settings: str = ""  # a digest of the inventory's env and dask_config for it: "" for none
+
 
     @property
     def log(self) -> str:
@@ -98,11 +103,13 @@ def _scheduler(inv: Inventory, tls_files: TlsFiles | None) -> ProcessSpec:
         argv=(s.python, "-m", "dask", "scheduler", "--host", s.host.address, "--port", str(s.port),
               "--dashboard-address", _hostport(s.dashboard_host, s.dashboard_port),
               "--pid-file", posixpath.join(sdir, "pid"))
-        + _tls_args(tls_files, s.workdir, inv.name, "scheduler"),
-        env=(("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", repr(SCHEDULER_ROUTES)),) + _tls_env(tls_files),
+        + _tls_args(tls_files, s.workdir, inv.name, "scheduler") + s.options,
+        env=s.env + (("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", repr(SCHEDULER_ROUTES)),) + _tls_env(tls_files)
+        + _config_env(sdir, s.dask_config),
         env_default=ONE_BLAS_THREAD,
         ports=(s.port, s.dashboard_port),
         files=_tls_copies(tls_files, s.workdir, inv.name, "scheduler"),
+        texts=_config_texts(sdir, s.dask_config), settings=_settings(s.env, s.dask_config),
     )
 
 
@@ -111,27 +118,48 @@ def _workers(inv: Inventory, group: WorkerGroup, tls_files: TlsFiles | None) -> 
     # scheduler answers. Started at the same time as the scheduler, a worker that dialled it at once
     # would back off exponentially (distributed's connect retries with growing pauses).
     sfile = scheduler_file(group.workdir, inv.name)
-    env = (("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", group.start_method),) + _tls_env(tls_files)
+    env = group.env + (("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", group.start_method),) + _tls_env(tls_files)
     workers = []
     for i in range(group.nworkers):
         name = f"{group.host.id}-worker-{i}"
         wdir = posixpath.join(cluster_root(group.workdir, inv.name), name)
         argv = [group.python, "-m", "dask", "worker", "--scheduler-file", sfile, "--name", name,
                 "--host", group.host.address, "--memory-limit", group.memory_limit,
-                "--local-directory", wdir, "--pid-file", posixpath.join(wdir, "pid"),
+                "--local-directory", group.local_directory or wdir, "--pid-file", posixpath.join(wdir, "pid"),
                 "--nanny" if group.nanny else "--no-nanny", "--no-dashboard",
                 # Without a dashboard a worker still serves /health and /metrics, on every address
                 # by default: on loopback, no other machine reads them.
                 "--dashboard-address", "127.0.0.1:0"]
         if group.nthreads:
             argv += ["--nthreads", str(group.nthreads)]
+        if group.resources:
+            argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources)]
         argv += _tls_args(tls_files, group.workdir, inv.name, "worker")
+        argv += group.options
         workers.append(ProcessSpec(name=name, role="worker", host=group.host, python=group.python,
-                                   dir=wdir, argv=tuple(argv), env=env,
+                                   dir=wdir, argv=tuple(argv), env=env + _config_env(wdir, group.dask_config),
+                                   texts=_config_texts(wdir, group.dask_config),
+                                   settings=_settings(group.env, group.dask_config),
                                    env_default=ONE_BLAS_THREAD if group.nanny else (),
                                    files=_tls_copies(tls_files, group.workdir, inv.name, "worker"),
                                    scheduler_file=sfile))
     return workers
+
+
+def _config_env(pdir: str, config: str) -> tuple[tuple[str, str], ...]:
+    return (("DASK_CONFIG", posixpath.join(pdir, "dask-config.yaml")),) if config else ()
+
+
+def _config_texts(pdir: str, config: str) -> tuple[tuple[str, str], ...]:
+    return ((posixpath.join(pdir, "dask-config.yaml"), config),) if config else ()
+
+
+def _settings(env: tuple[tuple[str, str], ...], config: str) -> str:
+    """What the command line does not show but a restart must follow: the inventory's env and
+    dask_config for the process ("" when it sets neither, so older records compare equal)."""
+    if not env and not config:
+        return ""
+    return hashlib.sha256(json.dumps([list(env), config]).encode()).hexdigest()[:16]
 
 
 def scheduler_file(workdir: str, cluster: str) -> str:

@@ -42,6 +42,7 @@ class ProcessRecord:
     pid: int
     argv: list[str]
     started_at: float
+    settings: str = ""  # spec.ProcessSpec.settings when it was started
 
 
 @dataclass
@@ -136,7 +137,7 @@ def load(name: str) -> ClusterState | None:
 _HOST_FIELDS = {"address": (str,), "connection": (str,), "ssh_port": (int, type(None)), "user": (str, type(None)),
                 "identity_file": (str, type(None)), "connect_timeout": (int, float)}
 _RECORD_FIELDS = {"name": (str,), "role": (str,), "host": (str,), "python": (str,), "dir": (str,), "pid": (int,),
-                  "argv": (list,), "started_at": (int, float)}
+                  "argv": (list,), "started_at": (int, float), "settings": (str,)}
 
 
 def _is(value: Any, types: tuple) -> bool:

@@ -728,3 +728,51 @@ def test_many_problems_are_capped(tmp_path):
     (detail, *_) = details = error_of(write(tmp_path, "scheduler: {host: s}\nworkers:\n" + workers)).details
     assert len(details) == inventory.MAX_DETAILS + 1
     assert details[-1] == "... and 50 more problems"
+
+
+# -- what Dask users configure (issue 25) ------------------------------------------------------------
+
+
+def test_dask_keys_are_merged_and_nested(tmp_path):
+    inv = inventory.load(write(tmp_path, """\
+defaults:
+  env: {A: 1, B: two}
+  dask_config: {distributed.worker.profile.interval: 20ms}
+scheduler:
+  host: s
+workers:
+  - host: w
+    env: {B: three, C: true}
+    dask_config: {distributed: {worker: {memory: {spill: 0.9}}}}
+    resources: {GPU: 1, MEMORY: 64e9}
+    worker_options: {lifetime: 1h, lifetime-restart: true, preload: [a.py, b.py]}
+"""))
+    g = inv.workers[0]
+    assert g.env == (("A", "1"), ("B", "three"), ("C", "true")) and inv.scheduler.env == (("A", "1"), ("B", "two"))
+    assert g.dask_config == ("distributed:\n  worker:\n    memory:\n      spill: 0.9\n"
+                             "    profile:\n      interval: 20ms\n")
+    assert g.resources == (("GPU", 1.0), ("MEMORY", 64e9))
+    assert g.options == ("--lifetime", "1h", "--lifetime-restart", "--preload", "a.py", "--preload", "b.py")
+
+
+def test_dask_keys_refuse_typos_reserved_names_and_bad_values_with_their_lines(tmp_path):
+    found = problems(write(tmp_path, """\
+scheduler:
+  host: s
+  scheduler_options: {port: 1, idle-timout: 1h}
+workers:
+  - host: w
+    env: {CLUSTERCTL_PROCESS: x}
+    worker_options: {lifetme: 1h, nthreads: 2, lifetime-restart: yes-please}
+    resources: {GPU: lots}
+    local_directory: scratch
+"""))
+    said = {(line, field): msg for line, field, msg in found}
+    assert "set by clusterctl itself" in said[(3, "scheduler.scheduler_options.port")]
+    assert "did you mean idle-timeout" in said[(3, "scheduler.scheduler_options.idle-timout")]
+    assert "CLUSTERCTL_PROCESS is set by clusterctl itself" in said[(6, "workers[0].env")]
+    assert "did you mean lifetime" in said[(7, "workers[0].worker_options.lifetme")]
+    assert "use nthreads:" in said[(7, "workers[0].worker_options.nthreads")]
+    assert "is a flag: true or false" in said[(7, "workers[0].worker_options.lifetime-restart")]
+    assert "'lots' is not a number" in said[(8, "workers[0].resources")]
+    assert "must be an absolute path" in said[(9, "workers[0].local_directory")]

@@ -158,3 +158,74 @@ def test_exposed_dashboard_and_tls_off_warn(cli, local_inventory):
     assert cli("status", "--json").json["scheduler"]["address"].startswith("tcp://")
     assert cli("down").code == 0
     assert ours(workdir) == []
+
+
+def test_resources_env_dask_config_and_worker_options_reach_the_processes(tmp_path, cli):
+    """The inventory keys users of `dask worker` expect (issue 25), seen from inside the running
+    processes through a Client; a change of env or dask_config alone restarts the process."""
+    workdir, scratch = tmp_path / "work", tmp_path / "scratch"
+    scratch.mkdir(mode=0o700)
+    path = tmp_path / "keys.yaml"
+    text = f"""
+name: keys
+defaults:
+  connection: local
+  workdir: {workdir}
+  env: {{CLUSTERCTL_TEST_VAR: from-defaults}}
+  dask_config:
+    distributed.worker.profile.interval: 37ms
+scheduler:
+  host: 127.0.0.1
+  port: {free_port()}
+  dashboard_port: {free_port()}
+  scheduler_options: {{idle-timeout: 1h}}
+  dask_config: {{distributed: {{scheduler: {{allowed-failures: 7}}}}}}
+workers:
+  - host: 127.0.0.1
+    nthreads: 1
+    memory_limit: 512MiB
+    resources: {{GPU: 1, MEMORY: 64e9}}
+    local_directory: {scratch}
+    env: {{CLUSTERCTL_TEST_VAR: from-worker, API_TOKEN: not-really}}
+    worker_options: {{lifetime: 1h, lifetime-restart: false}}
+"""
+    path.write_text(text)
+    try:
+        up = cli("up", path)
+        assert up.code == 0, up.out + up.err
+        assert "env: API_TOKEN look(s) like a secret" in up.err
+        import clusterctl
+        import clusterctl.api
+
+        os.environ["CLUSTERCTL_HOME"] = str(cli.home)
+        try:
+            cluster = clusterctl.Cluster.from_name("keys")
+            with cluster.get_client() as client:
+                info = client.scheduler_info()["workers"]
+                assert [w["resources"] for w in info.values()] == [{"GPU": 1.0, "MEMORY": 64e9}]
+                def var():
+                    import os
+
+                    return os.environ.get("CLUSTERCTL_TEST_VAR")
+
+                assert list(client.run(var).values()) == ["from-worker"]
+                assert client.run_on_scheduler(var) == "from-defaults"
+                import dask
+
+                got = client.run(lambda: dask.config.get("distributed.worker.profile.interval"))
+                assert list(got.values()) == ["37ms"]
+                assert client.run_on_scheduler(lambda: (dask.config.get("distributed.scheduler.allowed-failures"),
+                                                        dask.config.get("distributed.worker.profile.interval"))) == (7, "37ms")
+                assert list(client.run(lambda dask_worker: dask_worker.local_directory).values())[0].startswith(str(scratch))
+                assert list(client.run(lambda dask_worker: dask_worker.lifetime).values()) == [3600]
+            cluster.close()
+        finally:
+            os.environ.pop("CLUSTERCTL_HOME", None)
+        again = cli("up", path, "--json")
+        assert again.code == 0 and again.json["started"] == [], again.out
+        path.write_text(text.replace("from-worker", "changed"))
+        changed = cli("up", path, "--json")
+        assert changed.code == 0 and changed.json["started"] == ["127.0.0.1-worker-0"], changed.out
+    finally:
+        assert cli("down", "--cluster", "keys").code == 0
+    assert ours(workdir) == []
