@@ -718,8 +718,8 @@ class _Merged:
                 elif negation:
                     out.append(negation)
                 continue
-            for item in value if isinstance(value, list) else [value]:
-                out += [f"--{flag}", str(item).lower() if isinstance(item, bool) else str(item)]
+            for item in value if isinstance(value, list) else [value]:  # one word: a value may start with -
+                out.append(f"--{flag}=" + (str(item).lower() if isinstance(item, bool) else str(item)))
         return tuple(out)
 
     def scheduler(self, s: _SchedulerEntry) -> SchedulerSpec:
@@ -743,10 +743,14 @@ RESERVED_OPTIONS = {
         "nanny": "use nanny:", "no-nanny": "use nanny:", "memory-limit": "use memory_limit:",
         "nthreads": "use nthreads:", "nworkers": "use nworkers: (one Dask name per process)",
         "resources": "use resources:", "local-directory": "use local_directory:"},
+    # (both) --jupyter would serve a Jupyter server to whoever reaches the dashboard: code execution.
     "scheduler": {f: "use the scheduler's host, port, dashboard_port, dashboard_host and tls keys" for f in (
         "host", "port", "dashboard-address", "dashboard", "no-dashboard", "pid-file", "protocol",
         "tls-ca-file", "tls-cert", "tls-key", "scheduler-file", "interface")},
 }
+for _command in RESERVED_OPTIONS.values():
+    _command["jupyter"] = ("not offered: it serves Jupyter, which runs code, to whoever reaches the dashboard;"
+                           " run Jupyter on your machine and connect with clusterctl.Cluster")
 
 
 def dask_options(command: str) -> dict[str, tuple[bool, str]]:

@@ -89,13 +89,19 @@ RUNNER = CliRunner()
 
 HOST_SETTINGS = {"user", "ssh_port", "identity_file", "python", "workdir", "connection", "connect_timeout"}
 WORKER_SETTINGS = {"nworkers", "nthreads", "memory_limit", "nanny", "start_method"}
+# The mappings of issue 25, where this version of clusterctl has them: their rules (names, values,
+# distributed's own option list) are too rich to restate, so the loader decides (must_refuse: False).
+PROCESS_MAPPINGS = {"env", "dask_config"} & set(inventory._SchedulerEntry.model_fields)
+WORKER_MAPPINGS = {"resources", "local_directory", "worker_options"} & set(inventory._WorkerEntry.model_fields)
+SCHEDULER_MAPPINGS = {"scheduler_options"} & set(inventory._SchedulerEntry.model_fields)
 KEYS = {
     # setup: shell commands for `clusterctl setup`, where this version of clusterctl has them
     "top": {"name", "tls", "defaults", "scheduler", "workers"}
     | ({"setup"} if "setup" in inventory._InventoryFile.model_fields else set()),
-    "defaults": HOST_SETTINGS | WORKER_SETTINGS | {"port"},
-    "scheduler": HOST_SETTINGS | {"host", "port", "dashboard_port", "dashboard_host"},
-    "worker": HOST_SETTINGS | WORKER_SETTINGS | {"host", "port"},
+    "defaults": HOST_SETTINGS | WORKER_SETTINGS | PROCESS_MAPPINGS | WORKER_MAPPINGS | {"port"},
+    "scheduler": HOST_SETTINGS | PROCESS_MAPPINGS | SCHEDULER_MAPPINGS | {"host", "port", "dashboard_port",
+                                                                          "dashboard_host"},
+    "worker": HOST_SETTINGS | WORKER_SETTINGS | PROCESS_MAPPINGS | WORKER_MAPPINGS | {"host", "port"},
 }
 NOT_NULLABLE = {("scheduler", "host"), ("scheduler", "port"), ("scheduler", "dashboard_port"),
                 ("scheduler", "dashboard_host"), ("worker", "host")}
@@ -142,6 +148,8 @@ def must_refuse(section: str, key: str, value) -> bool:
         return not isinstance(value, dict)
     if key == "workers":
         return not isinstance(value, list) or not value
+    if key in PROCESS_MAPPINGS | WORKER_MAPPINGS | SCHEDULER_MAPPINGS:
+        return not isinstance(value, (dict, str))  # a mapping (local_directory: a text), else refused
     if key == "setup":
         return not isinstance(value, list) or not all(isinstance(c, str) for c in value)
     return False  # memory_limit, tls: rules too rich to restate; the loader decides

@@ -752,14 +752,14 @@ workers:
     assert g.dask_config == ("distributed:\n  worker:\n    memory:\n      spill: 0.9\n"
                              "    profile:\n      interval: 20ms\n")
     assert g.resources == (("GPU", 1.0), ("MEMORY", 64e9))
-    assert g.options == ("--lifetime", "1h", "--lifetime-restart", "--preload", "a.py", "--preload", "b.py")
+    assert g.options == ("--lifetime=1h", "--lifetime-restart", "--preload=a.py", "--preload=b.py")
 
 
 def test_dask_keys_refuse_typos_reserved_names_and_bad_values_with_their_lines(tmp_path):
     found = problems(write(tmp_path, """\
 scheduler:
   host: s
-  scheduler_options: {port: 1, idle-timout: 1h}
+  scheduler_options: {port: 1, idle-timout: 1h, jupyter: true}
 workers:
   - host: w
     env: {CLUSTERCTL_PROCESS: x}
@@ -770,6 +770,7 @@ workers:
     said = {(line, field): msg for line, field, msg in found}
     assert "set by clusterctl itself" in said[(3, "scheduler.scheduler_options.port")]
     assert "did you mean idle-timeout" in said[(3, "scheduler.scheduler_options.idle-timout")]
+    assert "serves Jupyter, which runs code" in said[(3, "scheduler.scheduler_options.jupyter")]
     assert "CLUSTERCTL_PROCESS is set by clusterctl itself" in said[(6, "workers[0].env")]
     assert "did you mean lifetime" in said[(7, "workers[0].worker_options.lifetme")]
     assert "use nthreads:" in said[(7, "workers[0].worker_options.nthreads")]
