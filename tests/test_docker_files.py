@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 # The packages whose versions must agree between the client and the hosts (and asyncssh, the client's).
 PINNED = {"dask", "distributed", "dask-ml", "xgboost-cpu", "scikit-learn", "pandas", "pyarrow", "numpy",
-          "psutil", "asyncssh", "bokeh"}
-CLIENT_ONLY = {"asyncssh"}
+          "psutil", "asyncssh", "bokeh", "fabric", "paramiko"}
+CLIENT_ONLY = {"asyncssh", "fabric", "paramiko"}  # fabric: the ops extra (clusterctl.fabric_group)
 
 
 def pins() -> dict[str, str]:
