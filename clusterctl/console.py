@@ -288,8 +288,9 @@ class Console:
             if w.silent_for is not None:
                 self.err.print(f"[{escape(w.host)}] {escape(w.name)} (pid {w.pid}) sent no heartbeat for"
                                f" {w.silent_for:.0f} s: its process is stopped (SIGSTOP), hung or cut off from"
-                               " the scheduler; tasks sent to it wait. 'clusterctl logs' shows its last lines;"
-                               " the scheduler drops it after distributed.scheduler.worker-ttl (5 min)", markup=False)
+                               " the scheduler; tasks sent to it wait. up does not restart a process that runs:"
+                               f" 'kill -CONT {w.pid}' on {escape(w.host)} if it was stopped, else 'clusterctl"
+                               " down' then 'clusterctl up'", markup=False)
         for host, why in report.unreachable.items():
             # The message names its host already ("[10.0.0.5] no answer ...").
             self.err.print(escape(why) if why.startswith(f"[{host}]") else f"[yellow]{escape(host)}[/]: {escape(why)}")
