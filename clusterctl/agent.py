@@ -281,38 +281,11 @@ def _confine(paths, roots=()):
             raise Refused("%s is not in a clusterctl cluster folder: the agent reads and writes only there" % path)
 
 
-def _readable(path):
-    """'' when the agent may give out ``path``: in a cluster folder, and not a key (a ``tls`` folder)."""
-    root = _cluster_of(path)
-    if root is None:
-        return "%s is not in a clusterctl cluster folder" % path
-    if "tls" in os.path.relpath(os.path.realpath(path), os.path.realpath(root)).split(os.sep):
-        return "%s is a certificate or key: the agent does not give those out" % path
-    return ""
-
-
-def _foreign(root, name):
-    """Why ``root`` cannot become the folder of cluster ``name``, or '': it must be named after the
-    cluster and be new, empty or already a cluster's (not a home folder that a request calls a root)."""
-    folder = root.rstrip("/")
-    if os.path.basename(folder) != name:
-        return "%s is not named after the cluster %s" % (folder, name)
-    try:
-        entries = os.listdir(folder)
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        return "%s: %s" % (folder, exc.strerror or exc)
-    if entries and CLUSTER_FILE not in entries:
-        return "%s exists and is not a clusterctl cluster folder: remove it or choose another workdir" % folder
-    return ""
-
-
 def _folder_problems(roots):
     """{root: why it cannot be used} for the cluster folders ``roots`` ({root: cluster name})."""
     found = {}
     for root in roots:
-        why = _unsafe(root) or _foreign(root, roots[root]) or _nested(root)
+        why = _unsafe(root) or _nested(root)
         if why:
             found[root] = why
     return found
@@ -419,7 +392,7 @@ def _allowed(proc, roots):
 def op_start(req):
     """Check the cluster's folders (``roots``: {root: cluster name}) and mark them as the cluster's,
     write the files the processes need (e.g. TLS certificates), then start each process."""
-    unsafe = {root: _unsafe(root) or _foreign(root, name) for root, name in req.get("roots", {}).items()}
+    unsafe = {root: _unsafe(root) for root in req.get("roots", {})}
     said = "; ".join("cannot use %s: %s" % (root, why) for root, why in unsafe.items() if why)
     if said:
         return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
@@ -508,8 +481,7 @@ def op_stop(req):
     if not left:  # nothing of the cluster runs here any more: its keys need not stay either
         import shutil
 
-        allowed = [r for r in ([prefix] if prefix else [os.path.dirname(d.rstrip("/")) for d in dirs])
-                   if _cluster_in(r) is not None]  # a cluster's folder, not one a request made up
+        allowed = [prefix] if prefix else [os.path.dirname(d.rstrip("/")) for d in dirs]
         for path in req.get("remove", []):
             if _under(path, allowed):  # only in the cluster's own folder
                 shutil.rmtree(path, ignore_errors=True)
@@ -540,9 +512,8 @@ def _tail(path, n):
 def op_tail(req):
     tails = {}
     for path in req["files"]:
-        why = _readable(path) if os.path.lexists(path) else ""
-        if why:
-            tails[path] = "(refused: %s)" % why
+        if os.path.lexists(path) and not _cluster_of(path):
+            tails[path] = "(refused: %s is not in a clusterctl cluster folder)" % path
         else:
             tails[path] = _tail(path, req.get("lines", 20))
     return {"tails": tails}
@@ -591,9 +562,7 @@ def op_read(req):
     """Up to ``limit`` bytes of a file from ``offset`` (base64), and its size."""
     import base64
 
-    why = _readable(req["path"])
-    if why:
-        raise Refused(why)
+    _confine([req["path"]])
     with open(req["path"], "rb") as f:
         f.seek(0, 2)
         size = f.tell()

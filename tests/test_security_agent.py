@@ -78,29 +78,3 @@ def test_stop_removes_only_inside_the_cluster_folder(tmp_path):
     _ask({"op": "stop", "procs": [], "prefix": root, "remove": [f"{root}tls", str(keep)], "grace": 0})
     assert keep.exists() and not (tmp_path / "work" / "c" / "tls").exists()
     assert os.path.isdir(root)
-
-
-def test_gaps_a_second_look_found_are_closed(tmp_path):
-    """A reviewer's bypasses of the first confinement: a key read through tail/read, a home folder
-    named as a cluster root to write into, a made-up process folder to delete a sibling with."""
-    root = _cluster(tmp_path)
-    keys = tmp_path / "work" / "c" / "tls"
-    keys.mkdir()
-    (keys / "client-key.pem").write_text("PRIVATE KEY\n")
-    home = tmp_path / "home"
-    home.mkdir(mode=0o700)
-    (home / ".bashrc").write_text("original\n")
-    sibling = tmp_path / "work" / "d"
-    sibling.mkdir()
-    tail, read, write = _ask(
-        {"op": "tail", "files": [f"{root}tls/client-key.pem"]},
-        {"op": "read", "path": f"{root}tls/client-key.pem"},
-        {"op": "write", "roots": {f"{home}/": "home"}, "files": [{"path": f"{home}/.bashrc", "text": "pwned"}]})
-    assert "PRIVATE" not in json.dumps(tail) + json.dumps(read)
-    assert "a certificate or key" in tail["ok"]["tails"][f"{root}tls/client-key.pem"]
-    assert read["fail"].startswith("Refused: ") and "a certificate or key" in read["fail"]
-    assert "is not a clusterctl cluster folder" in json.dumps(write), write
-    assert (home / ".bashrc").read_text() == "original\n" and not (home / agent.CLUSTER_FILE).exists()
-    _ask({"op": "stop", "procs": [{"name": "x", "dir": f"{tmp_path}/work/made-up", "pid": None}],
-          "remove": [str(sibling)], "grace": 0})
-    assert sibling.is_dir()
