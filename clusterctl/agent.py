@@ -281,11 +281,53 @@ def _confine(paths, roots=()):
             raise Refused("%s is not in a clusterctl cluster folder: the agent reads and writes only there" % path)
 
 
+def _readable(path):
+    """'' when the agent may give out ``path``: in a cluster folder, and not a key (a ``tls`` folder)."""
+    root = _cluster_of(path)
+    if root is None:
+        return "%s is not in a clusterctl cluster folder" % path
+    if "tls" in os.path.relpath(os.path.realpath(path), os.path.realpath(root)).split(os.sep):
+        return "%s is a certificate or key: the agent does not give those out" % path
+    return ""
+
+
+def _foreign(root, name):
+    """Why ``root`` cannot become the folder of cluster ``name``, or '': it must be named after the
+    cluster and be new, empty or already a cluster's (not a home folder that a request calls a root)."""
+    folder = root.rstrip("/")
+    if os.path.basename(folder) != name:
+        return "%s is not named after the cluster %s" % (folder, name)
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        return "%s: %s" % (folder, exc.strerror or exc)
+    # Hosts that share the folder (NFS, the test lab) claim it at once: another one's marker may be
+    # half written (see _write), and the folder is then the cluster's all the same.
+    entries = [e for e in entries if not (e.startswith(CLUSTER_FILE + ".") and e.endswith(".tmp"))]
+    if entries and CLUSTER_FILE not in entries:
+        return "%s exists and is not a clusterctl cluster folder: remove it or choose another workdir" % folder
+    return ""
+
+
+def _claim(roots):
+    """Check the cluster folders ``roots`` ({root: cluster name}) as up does, then mark each as the
+    cluster's (making it if new); what went wrong, or ''."""
+    said = ["cannot use %s: %s" % (root, why) for root, why in _folder_problems(roots).items()]
+    for root, name in roots.items() if not said else ():
+        try:
+            _write(os.path.join(root, CLUSTER_FILE), name + "\n", 0o600)
+        except OSError as exc:
+            said.append("cannot write %s: %s" % (os.path.join(root, CLUSTER_FILE), exc.strerror or exc))
+    return "; ".join(said)
+
+
 def _folder_problems(roots):
     """{root: why it cannot be used} for the cluster folders ``roots`` ({root: cluster name})."""
     found = {}
     for root in roots:
-        why = _unsafe(root) or _nested(root)
+        why = _unsafe(root) or _foreign(root, roots[root]) or _nested(root)
         if why:
             found[root] = why
     return found
@@ -340,12 +382,10 @@ def op_write(req):
     """Write files ({path, text, mode}) in cluster folders; {path: error} for those that could not be
     written. ``roots`` ({root: cluster name}): cluster folders to make first, checked as up does."""
     roots = req.get("roots", {})
-    said = "; ".join("cannot use %s: %s" % (root, why) for root, why in _folder_problems(roots).items())
+    _confine([f["path"] for f in req["files"]], roots)
+    said = _claim(roots)
     if said:
         return {"failed": {f["path"]: said for f in req["files"]}}
-    for root, name in roots.items():
-        _write(os.path.join(root, CLUSTER_FILE), name + "\n", 0o600)
-    _confine([f["path"] for f in req["files"]], roots)
     failed = {}
     for f in req["files"]:
         try:
@@ -373,11 +413,29 @@ def _spawn(proc):
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _this_python(program, proc):
+    """Whether ``program`` is the interpreter this agent runs with: as the agent was started (e.g.
+    ``python3``, found on PATH), or the same file."""
+    import shutil
+
+    if program == getattr(sys, "orig_argv", [None])[0]:
+        return True
+    env = {**proc.get("env_default", {}), **os.environ, **proc.get("env", {})}  # as _spawn makes it
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    try:
+        return found is not None and os.path.samefile(found, sys.executable)
+    except OSError:
+        return False
+
+
 def _allowed(proc, roots):
     """Raise ``Refused`` unless ``proc`` is what clusterctl starts: ``PYTHON -m dask scheduler|worker``
     in a folder of its own directly in one of the request's cluster folders, or a job's driver
     ``PYTHON -m clusterctl.driver DIR`` in ``<root>jobs/<id>``."""
     argv, d = proc["argv"], os.path.normpath(proc["dir"])
+    if not _this_python(argv[0], proc):
+        raise Refused("will not start %r: %s is not the python this agent runs with (%s)" % (
+            " ".join(argv)[:200], argv[0], sys.executable))
     parent = os.path.dirname(d) + "/"
     dask = argv[1:3] == ["-m", "dask"] and len(argv) > 3 and argv[3] in ("scheduler", "worker")
     driver = argv[1:] == ["-m", "clusterctl.driver", proc["dir"]]
@@ -392,18 +450,15 @@ def _allowed(proc, roots):
 def op_start(req):
     """Check the cluster's folders (``roots``: {root: cluster name}) and mark them as the cluster's,
     write the files the processes need (e.g. TLS certificates), then start each process."""
-    unsafe = {root: _unsafe(root) for root in req.get("roots", {})}
-    said = "; ".join("cannot use %s: %s" % (root, why) for root, why in unsafe.items() if why)
-    if said:
-        return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
     roots = req.get("roots", {})
     for proc in req["procs"]:
         _allowed(proc, roots)
-    marks = [{"path": os.path.join(root, CLUSTER_FILE), "text": name + "\n", "mode": 0o600}
-             for root, name in roots.items()]
     _confine([f["path"] for f in req.get("files", [])], roots)
+    said = _claim(roots)
+    if said:
+        return {"started": {proc["name"]: {"error": said} for proc in req["procs"]}}
     failed = {}
-    for f in marks + req.get("files", []):
+    for f in req.get("files", []):
         try:
             _write(f["path"], f["text"], f.get("mode", 0o600))
         except OSError as exc:
@@ -481,7 +536,8 @@ def op_stop(req):
     if not left:  # nothing of the cluster runs here any more: its keys need not stay either
         import shutil
 
-        allowed = [prefix] if prefix else [os.path.dirname(d.rstrip("/")) for d in dirs]
+        allowed = [r for r in ([prefix] if prefix else [os.path.dirname(d.rstrip("/")) for d in dirs])
+                   if _cluster_in(r) is not None]  # a cluster's folder, not one a request made up
         for path in req.get("remove", []):
             if _under(path, allowed):  # only in the cluster's own folder
                 shutil.rmtree(path, ignore_errors=True)
@@ -512,8 +568,9 @@ def _tail(path, n):
 def op_tail(req):
     tails = {}
     for path in req["files"]:
-        if os.path.lexists(path) and not _cluster_of(path):
-            tails[path] = "(refused: %s is not in a clusterctl cluster folder)" % path
+        why = _readable(path) if os.path.lexists(path) else ""
+        if why:
+            tails[path] = "(refused: %s)" % why
         else:
             tails[path] = _tail(path, req.get("lines", 20))
     return {"tails": tails}
@@ -562,7 +619,9 @@ def op_read(req):
     """Up to ``limit`` bytes of a file from ``offset`` (base64), and its size."""
     import base64
 
-    _confine([req["path"]])
+    why = _readable(req["path"])
+    if why:
+        raise Refused(why)
     with open(req["path"], "rb") as f:
         f.seek(0, 2)
         size = f.tell()
