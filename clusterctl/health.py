@@ -73,9 +73,7 @@ async def collect(current: ClusterState) -> StatusReport:
             view = await scheduler_http.heard_from(pool, host, current.http_url, current.scheduler_address,
                                                    within=HEARD_WITHIN, comm=scheduler_http.comm_of(current))
         seen, fresh = (view[0].workers, view[1]) if view is not None else ({}, set())
-        date = view[0].date if view is not None else None
-        silent = {name: round(date - float(w.get("last_seen") or 0), 1) for name, w in seen.items()
-                  if date is not None and name not in fresh}
+        silent = {name: s for name, s in view[0].silence().items() if name not in fresh} if view is not None else {}
         # A scheduler that said its own address is ours; one that only listed its workers (see
         # scheduler_http.view) is asked about on its host too.
         verified = view is not None and view[0].address is not None

@@ -134,6 +134,13 @@ class View:
     address: str | None  # the scheduler's own address; None when only its worker list answered
     date: float | None = None  # the scheduler's clock when it answered (see heard_from)
 
+    def silence(self) -> dict[str, float]:
+        """Worker name -> seconds since the scheduler last heard from it, by its own clock; {} when
+        it did not say its clock."""
+        if self.date is None:
+            return {}
+        return {name: round(self.date - float(w.get("last_seen") or 0), 1) for name, w in self.workers.items()}
+
 
 async def view(pool: Pool, host: Host, http_url: str, timeout: float = HTTP_TIMEOUT,
                comm: Comm | None = None) -> tuple[View | None, str]:
@@ -166,11 +173,8 @@ async def heard_from(pool: Pool, host: Host, http_url: str, address: str,
     seen, _ = await view(pool, host, http_url, comm=comm)
     if seen is None or seen.address not in (None, address):
         return None
-    if seen.date is None:  # no clock or no heartbeat times: the hosts are asked
-        return seen, set()
-    # The Date header has a resolution of one second.
-    return seen, {name for name, w in seen.workers.items()
-                  if seen.date - float(w.get("last_seen") or 0) < within + 1}
+    # No clock, no heartbeat times: the hosts are asked. The Date header has a resolution of one second.
+    return seen, {name for name, quiet in seen.silence().items() if quiet < within + 1}
 
 
 def registered(ident: dict | None) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ def platform_tags(facts: dict[str, Any]) -> list[str]:
     return tags + [facts["platform"].replace("-", "_").replace(".", "_")]
 
 
+@lru_cache(maxsize=1)
 def _here() -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", FACTS], capture_output=True, text=True, check=True).stdout
     return json.loads(out)
@@ -240,15 +242,13 @@ async def sync(inv: Inventory, *, progress: Progress | None = None) -> SyncResul
         await pool.open([h for h, _, _ in places.values()])
         facts_of: dict[str, dict] = {}
         rows: dict[str, HostSync] = {}
-        for host_id, (host, base, _) in places.items():
-            transport = pool.get(host)
-            if transport is None:
-                continue
-            asked = await transport.run([base, "-c", FACTS], timeout=30)
+        reached = {h: (pool.get(host), base) for h, (host, base, _) in places.items() if pool.get(host) is not None}
+        asked = await asyncio.gather(*(t.run([base, "-c", FACTS], timeout=30) for t, base in reached.values()))
+        for (host_id, (_, base)), answer in zip(reached.items(), asked):
             try:
-                facts_of[host_id] = json.loads(asked.stdout)
+                facts_of[host_id] = json.loads(answer.stdout)
             except ValueError:
-                rows[host_id] = HostSync(host=host_id, message=f"{base} did not run: {asked.stderr.strip()[-300:]}"
+                rows[host_id] = HostSync(host=host_id, message=f"{base} did not run: {answer.stderr.strip()[-300:]}"
                                          " (set python: in the inventory to an interpreter that exists there)")
         folders: dict[tuple, Path] = {}
         for kind, facts in {_kind(f): f for f in facts_of.values()}.items():
