@@ -54,7 +54,7 @@ class Agents:
             failure = self.pool.failure(host)
             raise failure if failure is not None else RemoteError(f"[{host.id}] not connected")
         session = self._sessions.setdefault((host.key, python), _Session())
-        async with session.lock:
+        async with self.pool.slots, session.lock:  # the deadline starts once the host's turn has come
             try:
                 return await asyncio.wait_for(self._exchange(host, session, python, op, request), timeout)
             except (asyncio.TimeoutError, TimeoutError):

@@ -13,6 +13,7 @@ already runs one (a Jupyter kernel does), so the same calls work in scripts and 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import contextlib
 import os
 import threading
@@ -54,7 +55,7 @@ def _sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run, name="clusterctl-api")
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="clusterctl-api")
     thread.start()
     thread.join()
     if "error" in outcome:
@@ -271,6 +272,16 @@ def run_up(inventory: str | os.PathLike, *, timeout: float = 60.0, rotate_certs:
 
     inv = inventories.load(inventory)
     return _sync(lambda: ups.up(inv, timeout=timeout, progress=progress, rotate_certs=rotate_certs))
+
+
+def check(inventory: str | os.PathLike, *, progress: Progress | None = None) -> UpResult:
+    """Probe every host of ``inventory`` as ``up`` does before starting anything, and report (as
+    ``clusterctl up --check``): ``rows`` per host, ``problems``, ``exit_code`` 0, 1 (a host needs
+    fixing) or 3 (hosts unreachable). Starts, writes and records nothing."""
+    from clusterctl import bringup as ups, inventory as inventories
+
+    inv = inventories.load(inventory)
+    return _sync(lambda: ups.check(inv, progress=progress))
 
 
 class PartlyUp(ClusterctlError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from clusterctl import preflight, processes, scheduler_http, spec as specs, state as states, sync, tls
 from clusterctl.agent_session import Agents
-from clusterctl.errors import OK, PARTIAL, ClusterctlError, UsageError
+from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError, UsageError
 from clusterctl.inventory import SECRET_RE, Inventory
 from clusterctl.plan import Plan, plan
 from clusterctl.preflight import HostRow
@@ -84,7 +84,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
         result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
                           dashboard_url=cluster.dashboard_url, rows=[], client_versions=client)
         _warn(inv, client_tls, result)
-        async with Pool(states.home() / "known_hosts") as pool:
+        async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
             agents = Agents(pool)
             say("connect", hosts=len({current.host(r.host).key for r in current.processes}
                                      | {h.key for h in inv.hosts()}))
@@ -100,13 +100,38 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             # like any other record, so they are stopped if their host answers now.
             current.processes, current.detached = current.processes + current.detached, []
             say("preflight")
-            checked = await preflight.run(agents, cluster, current, client)
+            checked = await preflight.run(agents, cluster, current, client, say)
             _refuse_if_unfit(checked, result)
             # An empty plan still goes through _apply: its wait returns at once if every worker
             # is registered, and waits for those that are alive but not registered yet.
             the_plan = plan(cluster.processes, current.processes, checked.alive, checked.unreachable,
                             replace_all=new_certs)
             return await _apply(agents, cluster, current, the_plan, result, checked.unreachable, timeout, say)
+
+
+async def check(inv: Inventory, *, progress: Progress | None = None) -> UpResult:
+    """``up --check``: probe every host as up does before it starts anything (reachable, python, dask
+    and distributed against this machine, free ports, the workdir) and report; start, stop, write and
+    record nothing. ``exit_code``: 0 when up could start everything, 1 when a host needs fixing, 3
+    when hosts are only unreachable."""
+    say = progress or (lambda *a, **k: None)
+    inv = sync.apply(inv)
+    client = preflight.client_versions()
+    cluster = specs.build(inv)
+    previous = states.load(inv.name)  # a running cluster holds its own ports: they are not "in use"
+    current = _new_state(inv, cluster, previous, client)
+    current.processes = current.processes + current.detached
+    address = cluster.scheduler_address  # built without certificates (none are made): say the scheme up uses
+    if inv.tls.mode != "off":
+        address = address.replace("tcp://", "tls://", 1)
+    result = UpResult(cluster=inv.name, scheduler_address=address, dashboard_url=cluster.dashboard_url, rows=[],
+                      client_versions=client)
+    async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
+        say("connect", hosts=len(inv.hosts()))
+        checked = await preflight.run(Agents(pool), cluster, current, client, say)
+    result.rows, result.problems, result.warnings = checked.rows, list(checked.problems), list(checked.warnings)
+    result.exit_code = FAILED if checked.failed_hosts else PARTIAL if checked.unreachable else OK
+    return result
 
 
 def _refuse_if_unfit(checked: preflight.Preflight, result: UpResult) -> None:
@@ -186,7 +211,7 @@ def _new_state(inv: Inventory, cluster: ClusterSpec, previous: ClusterState | No
                         hosts=hosts, processes=list(previous.processes) if previous else [],
                         pythons=pythons, versions=client,
                         detached=list(previous.detached) if previous else [],
-                        expected=dict(previous.expected) if previous else {})
+                        expected=dict(previous.expected) if previous else {}, parallel=inv.parallel)
 
 
 def _prune(current: ClusterState, cluster: ClusterSpec) -> None:

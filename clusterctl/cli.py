@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 CLUSTER = typer.Option(None, "--cluster", "-c", help="Act on this cluster instead of the one brought up last.")
+PARALLEL = typer.Option(None, "--parallel", min=1, max=4096, help="Hosts in flight at once in each step"
+                        " (default: the inventory's 'parallel:', else 64).")
 DEFAULT_INVENTORY = Path("inventory/local.yaml")
 
 
@@ -70,6 +72,14 @@ def _run(console: Console, work: Callable[[], Any],
     raise typer.Exit(code or 0)
 
 
+def _fanout(parallel: int | None) -> None:
+    """--parallel: the hosts in flight at once for this command, whatever the inventory says."""
+    if parallel is not None:
+        from clusterctl import transport
+
+        transport.PARALLEL.set(parallel)
+
+
 def _plain(obj: Any) -> Any:
     import dataclasses
 
@@ -86,6 +96,9 @@ def up(
                                    " host (as 'clusterctl setup'); start nothing if one fails."),
     run_sync: bool = typer.Option(False, "--sync", help="First install this machine's dask, distributed, bokeh"
                                   " and the inventory's packages on every host (as 'clusterctl sync')."),
+    check: bool = typer.Option(False, "--check", help="Only probe every host as up would (reachable, versions,"
+                               " ports, workdir) and report; start nothing."),
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """Check the hosts, start the scheduler and workers, wait until healthy, record what runs.
@@ -95,13 +108,21 @@ def up(
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import api, inventory as inventories
 
+        if check:
+            if run_setup or run_sync or rotate_certs:
+                raise UsageError("--check only probes the hosts: it does not go with --setup, --sync or --rotate-certs")
+            with console.progress("checking") as progress:
+                checked = api.check(inventory, progress=progress)
+            console.check_result(checked)
+            return checked.exit_code
         inv = inventories.load(inventory)
         if run_setup and inv.setup:
             from clusterctl import ops, targets
 
-            done = asyncio.run(ops.setup(targets.from_inventory(inv), 1800.0,
+            done = asyncio.run(ops.setup(targets.from_inventory(inv), 1800.0, parallel=inv.parallel,
                                          on_done=None if console.json else console.host_output))
             if done.exit_code != 0:
                 console.run_result(inv.name, "setup", f"{len(inv.setup)} command(s)", done)
@@ -126,6 +147,7 @@ def up(
 @app.command("sync")
 def sync_command(
     inventory: Path = typer.Argument(DEFAULT_INVENTORY, help="The host inventory (YAML)."),
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """Install this machine's versions of dask, distributed, bokeh and the inventory's packages on every
@@ -134,6 +156,7 @@ def sync_command(
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import inventory as inventories, sync
 
         inv = inventories.load(inventory)
@@ -146,7 +169,7 @@ def sync_command(
 
 
 @app.command()
-def status(cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
+def status(cluster: Optional[str] = CLUSTER, parallel: Optional[int] = PARALLEL, json_output: bool = JSON) -> None:
     """Every process: host, pid, alive, registered with the scheduler, threads, memory.
 
     Exit code 0 when healthy, 1 when the scheduler is down, 3 when some workers are.
@@ -154,6 +177,7 @@ def status(cluster: Optional[str] = CLUSTER, json_output: bool = JSON) -> None:
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import api
 
         report = api.status(cluster)
@@ -170,12 +194,14 @@ def logs(
     lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many of the last lines to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C stops)."),
     cluster: Optional[str] = CLUSTER,
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """The last lines of the process logs on a host, each line prefixed with its process name."""
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import logs as process_logs, state
 
         current = state.require(cluster)
@@ -333,12 +359,14 @@ def down(
     inventory: Optional[Path] = typer.Option(None, "--inventory", "-i", help="With --force: find the hosts"
                                              " from this inventory when the state is lost or unreadable."),
     grace: float = typer.Option(10.0, help="Seconds between SIGTERM and SIGKILL."),
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """Retire the workers, stop every process, verify every host is clean, forget the cluster."""
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import api
 
         if inventory is not None and not force:
@@ -350,15 +378,16 @@ def down(
     _run(console, work)
 
 def _targets(inventory: Optional[Path], cluster: Optional[str], hosts: Optional[str], role: Optional[str]):
-    """(cluster name, targets, inventory or None): the hosts of --inventory, else of the running cluster."""
+    """(cluster name, targets, inventory or None, its parallel:): the hosts of --inventory, else of the
+    running cluster."""
     from clusterctl import inventory as inventories, state, targets
 
     wanted = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
     if inventory is not None:
         inv = inventories.load(inventory)
-        return inv.name, targets.select(targets.from_inventory(inv), wanted, role), inv
+        return inv.name, targets.select(targets.from_inventory(inv), wanted, role), inv, inv.parallel
     current = state.require(cluster)
-    return current.cluster, targets.select(targets.from_state(current), wanted, role), None
+    return current.cluster, targets.select(targets.from_state(current), wanted, role), None, current.parallel
 
 
 HOSTS = typer.Option(None, "--hosts", help="Only these hosts: comma-separated host ids or addresses.")
@@ -375,6 +404,7 @@ def exec_(
                                              " (the cluster need not be up)."),
     timeout: float = typer.Option(600.0, help="Seconds each host's command may run."),
     cluster: Optional[str] = CLUSTER,
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """Run a shell command on every host at once; \\[host]-prefixed output, then exit codes per host.
@@ -387,11 +417,13 @@ def exec_(
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import ops
 
-        name, targets, _ = _targets(inventory, cluster, hosts, role)
+        name, targets, _, fanout = _targets(inventory, cluster, hosts, role)
         text = command[0] if len(command) == 1 else shlex.join(command)
-        result = asyncio.run(ops.execute(targets, text, timeout, on_done=None if console.json else console.host_output))
+        result = asyncio.run(ops.execute(targets, text, timeout, parallel=fanout,
+                                         on_done=None if console.json else console.host_output))
         console.run_result(name, "exec", text, result)
         return result.exit_code
 
@@ -404,6 +436,7 @@ def setup(
     hosts: Optional[str] = HOSTS,
     role: Optional[str] = ROLE,
     timeout: float = typer.Option(1800.0, help="Seconds each setup command may run."),
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """Run the inventory's setup commands on every host, in order, all hosts at once.
@@ -413,13 +446,15 @@ def setup(
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import ops
 
-        name, targets, inv = _targets(inventory, None, hosts, role)
+        name, targets, inv, fanout = _targets(inventory, None, hosts, role)
         if not inv.setup:
             console.line(f"{inventory}: no 'setup:' commands; nothing to do")
             return 0
-        result = asyncio.run(ops.setup(targets, timeout, on_done=None if console.json else console.host_output))
+        result = asyncio.run(ops.setup(targets, timeout, parallel=fanout,
+                                       on_done=None if console.json else console.host_output))
         console.run_result(name, "setup", f"{len(inv.setup)} command(s)", result)
         return result.exit_code
 
@@ -431,6 +466,7 @@ def doctor(
     inventory: Optional[Path] = typer.Argument(None, help="Check the hosts of this inventory (default: the"
                                                " running cluster's)."),
     cluster: Optional[str] = CLUSTER,
+    parallel: Optional[int] = PARALLEL,
     json_output: bool = JSON,
 ) -> None:
     """Check every host: versions against this machine, clock skew, free memory and disk, and
@@ -441,9 +477,10 @@ def doctor(
     console = Console(json_output)
 
     def work() -> int:
+        _fanout(parallel)
         from clusterctl import doctor as doctors, spec, state
 
-        name, targets, inv = _targets(inventory, cluster, None, None)
+        name, targets, inv, fanout = _targets(inventory, cluster, None, None)
         if inv is not None:
             address = spec.build(inv).scheduler_address
             try:
@@ -452,7 +489,7 @@ def doctor(
                 running = False
         else:
             address, running = state.require(name).scheduler_address, True
-        result = asyncio.run(doctors.doctor(name, targets, address, running))
+        result = asyncio.run(doctors.doctor(name, targets, address, running, parallel=fanout))
         console.doctor_result(result)
         return result.exit_code
 

@@ -209,7 +209,8 @@ class Console:
         if event == "connect":
             return f"connecting to {info['hosts']} host(s)"
         if event == "preflight":
-            return "checking hosts (python, dask, distributed, ports)"
+            done = f": {info['done']}/{info['total']}" if "total" in info else ""
+            return f"checking hosts (python, dask, distributed, ports){done}"
         if event == "stop":
             return f"stopping {len(info['names'])} process(es): {', '.join(info['names'])}"
         if event == "start":
@@ -260,6 +261,21 @@ class Console:
                        " 'clusterctl dashboard')" if "://127.0.0.1:" in result.dashboard_url else ""), markup=False)
         self.out.print("next: clusterctl status | clusterctl submit JOB.py | clusterctl logs HOST |"
                        " clusterctl down", markup=False)
+
+    def check_result(self, result: UpResult) -> None:
+        """``up --check``: every host's row, what to fix, and one summary line."""
+        if self.json:
+            self.emit(result)
+            return
+        for text in result.warnings:
+            self.warn(text)
+        self.host_report(result.rows, result.client_versions)
+        for problem in result.problems:
+            self.err.print(f"[red]-[/] {escape(problem)}")
+        count = {s: sum(r.status == s for r in result.rows) for s in ("ok", "unreachable", "failed")}
+        self.out.print(f"cluster [bold]{escape(result.cluster)}[/]: checked {len(result.rows)} host(s):"
+                       f" {count['ok']} ok, {count['failed']} to fix, {count['unreachable']} unreachable;"
+                       " nothing was started")
 
     # -- status --------------------------------------------------------------------------------
     def status(self, report: StatusReport) -> None:

@@ -121,7 +121,7 @@ async def submit(current: ClusterState, job: attached.Job, params: dict[str, Any
     files.append({"path": f"{folder}/spec.json", "text": json.dumps(spec, indent=1) + "\n", "mode": 0o600})
     proc = {"name": job_id, "dir": folder, "argv": [python, "-m", "clusterctl.driver", folder], "env": {},
             "env_default": {}}
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
         await pool.open([host])
         agents = Agents(pool)
         answer = await agents.call(host, python, "start", timeout=60, procs=[proc], files=files,
@@ -195,7 +195,7 @@ def _find(found: list[JobInfo], unreachable: dict[str, str], current: ClusterSta
 
 
 async def _with_agents(current: ClusterState, work: Any) -> Any:
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
         await pool.open([current.host(h) for h in current.roots])
         return await work(Agents(pool))
 
@@ -224,7 +224,7 @@ async def _read(agents: Agents, host: Host, python: str, path: str, offset: int)
 async def logs(current: ClusterState, job_id: str, follow: bool = False, every: float = 1.0) -> Any:
     """The job's log as it grows (chunks of text); without ``follow``, what it holds now. Following
     ends when the job has ended and its log is read to the end."""
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
         await pool.open([current.host(h) for h in current.roots])
         agents = Agents(pool)
         info = _find(*await listing(agents, current), current, job_id)

@@ -44,11 +44,13 @@ class DoctorResult:
     exit_code: int = OK
 
 
-async def doctor(name: str, targets: list[Target], scheduler_address: str, running: bool) -> DoctorResult:
-    """Check every host at once. ``running``: the cluster is up, so its scheduler should be listening."""
+async def doctor(name: str, targets: list[Target], scheduler_address: str, running: bool,
+                 parallel: int | None = None) -> DoctorResult:
+    """Check every host, ``parallel`` at a time. ``running``: the cluster is up, so its scheduler
+    should be listening."""
     client = preflight.client_versions()
     _, host, port = specs.split_address(scheduler_address)
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", parallel) as pool:
         agents = Agents(pool)
 
         async def one(t: Target) -> DoctorRow:

@@ -65,7 +65,7 @@ async def collect(current: ClusterState) -> StatusReport:
     """Ask the scheduler which workers it sees, and the hosts only about the processes it does not
     vouch for: the scheduler itself when it does not answer, a worker it has not heard from lately."""
     scheduler = current.scheduler
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
         view = None
         if scheduler is not None:
             host = current.host(scheduler.host)

@@ -209,6 +209,8 @@ class _InventoryFile(_Strict):
     setup: list[Annotated[str, AfterValidator(_command)]] = Field(default_factory=list, max_length=100)
     # What `clusterctl sync` installs on every host besides dask, distributed and bokeh.
     packages: list[Annotated[str, AfterValidator(_package)]] = Field(default_factory=list, max_length=200)
+    # Hosts in flight at once in each step (connect, check, start, stop, exec); --parallel beats it.
+    parallel: int | None = Field(default=None, ge=1, le=4096)
     defaults: _Defaults = Field(default_factory=_Defaults)
     scheduler: _SchedulerEntry
     workers: list[_WorkerEntry] = Field(min_length=1)
@@ -289,6 +291,7 @@ class Inventory:
     tls: TlsConfig = TlsConfig()
     setup: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
+    parallel: int | None = None  # hosts in flight at once (transport.Pool); None: the default
 
     def hosts(self) -> list[Host]:
         """Every distinct host, scheduler first."""
@@ -536,7 +539,7 @@ def parse(text: str, file: Path) -> Inventory:
     inventory = _resolve(name, defaults, scheduler, workers, file, lines, problems)
     if inventory is not None and top is not None:
         inventory = replace(inventory, tls=_tls(top.tls, lines, problems), setup=tuple(top.setup),
-                            packages=tuple(top.packages))
+                            packages=tuple(top.packages), parallel=top.parallel)
     if problems:
         problems = sorted(set(problems), key=lambda p: (p[0], p[1]))
         details = [f"{file}:{line}: {field}: {msg}" for line, field, msg in problems]

@@ -23,7 +23,7 @@ def select(current: ClusterState, host: str | None, role: str | None) -> list[Pr
 
 
 async def tails(current: ClusterState, records: list[ProcessRecord], lines: int) -> dict[str, str]:
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
         await pool.open([current.host(r.host) for r in records])
         return await processes.tail(Agents(pool), records, lambda r: current.host(r.host), lines=lines)
 
@@ -31,7 +31,7 @@ async def tails(current: ClusterState, records: list[ProcessRecord], lines: int)
 async def follow(current: ClusterState, records: list[ProcessRecord], lines: int) -> AsyncIterator[tuple[str, str]]:
     """(process name, line) from every selected log as it grows, until cancelled."""
     queue: asyncio.Queue = asyncio.Queue()
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
         await pool.open([current.host(r.host) for r in records])
 
         async def pump(r: ProcessRecord) -> None:

@@ -43,9 +43,9 @@ def _exit_code(runs: list[HostRun]) -> int:
 
 
 async def _each(targets: list[Target], work: Callable[[Transport, Target], Awaitable[HostRun]],
-                on_done: Callable[[HostRun], None] | None) -> list[HostRun]:
-    """``work`` on every host at once, each as soon as it is connected."""
-    async with Pool(states.home() / "known_hosts") as pool:
+                on_done: Callable[[HostRun], None] | None, parallel: int | None) -> list[HostRun]:
+    """``work`` on every host, ``parallel`` at a time, each as soon as it is connected."""
+    async with Pool(states.home() / "known_hosts", parallel) as pool:
 
         async def one(t: Target) -> HostRun:
             transport = await pool.connect(t.host)
@@ -53,7 +53,8 @@ async def _each(targets: list[Target], work: Callable[[Transport, Target], Await
             if transport is None:
                 run = HostRun(t.host.id, None, error=failure.message if failure else "not connected")
             else:
-                run = await work(transport, t)
+                async with pool.slots:
+                    run = await work(transport, t)
             if on_done is not None:
                 on_done(run)
             return run
@@ -72,13 +73,13 @@ async def _sh(transport: Transport, target: Target, command: str, timeout: float
 
 
 async def execute(targets: list[Target], command: str, timeout: float,
-                  on_done: Callable[[HostRun], None] | None = None) -> RunResult:
-    runs = await _each(targets, lambda tr, t: _sh(tr, t, command, timeout), on_done)
+                  on_done: Callable[[HostRun], None] | None = None, parallel: int | None = None) -> RunResult:
+    runs = await _each(targets, lambda tr, t: _sh(tr, t, command, timeout), on_done, parallel)
     return RunResult(runs, _exit_code(runs))
 
 
 async def setup(targets: list[Target], timeout: float,
-                on_done: Callable[[HostRun], None] | None = None) -> RunResult:
+                on_done: Callable[[HostRun], None] | None = None, parallel: int | None = None) -> RunResult:
     """Each host's setup commands in order; a host stops at its first failing command."""
     async def steps(transport: Transport, t: Target) -> HostRun:
         run = HostRun(t.host.id, 0)
@@ -92,5 +93,5 @@ async def setup(targets: list[Target], timeout: float,
         run.stdout, run.stderr = "".join(outs), "".join(errs)
         return run
 
-    runs = await _each(targets, steps, on_done)
+    runs = await _each(targets, steps, on_done, parallel)
     return RunResult(runs, _exit_code(runs))

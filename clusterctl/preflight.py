@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clusterctl import agent
@@ -136,11 +137,22 @@ class Preflight:
     scheduler_unreachable: bool
 
 
-async def run(agents: Agents, cluster: ClusterSpec, current: ClusterState, client: dict) -> Preflight:
+async def run(agents: Agents, cluster: ClusterSpec, current: ClusterState, client: dict,
+              say: Callable[..., None] | None = None) -> Preflight:
     """Probe every host; the caller refuses to start anything if ``failed_hosts`` is not empty or the
-    scheduler's host did not answer."""
+    scheduler's host did not answer. ``say("preflight", done=, total=)`` after each host."""
     wanted, roles = probe_targets(cluster, current)
-    probes = list(await asyncio.gather(*(probe(agents, t) for t in wanted)))
+    done = 0
+
+    async def one(target: ProbeTarget) -> Probe:
+        nonlocal done
+        answer = await probe(agents, target)
+        done += 1
+        if say is not None:
+            say("preflight", done=done, total=len(wanted))
+        return answer
+
+    probes = list(await asyncio.gather(*(one(t) for t in wanted)))
     alive = {name: info["alive"] for p in probes for name, info in p.alive.items()}
     scheduler_alive = alive.get(cluster.scheduler.name, False)
     rows: dict[str, HostRow] = {}

@@ -65,6 +65,7 @@ class ClusterState:
     # The workers the last up that got as far as waiting for them asked for (name -> host id): one
     # that a later, failed up stopped and did not restart has no record, and status still misses it.
     expected: dict[str, str] = field(default_factory=dict)
+    parallel: int | None = None  # the inventory's parallel: (hosts in flight at once), for every command
 
     def host(self, host_id: str) -> Host:
         return Host(**self.hosts[host_id])
@@ -157,6 +158,9 @@ def problems_of(st: ClusterState) -> list[str]:
             continue
         out += [f"{table}.{k}: must be a string (got {type(v).__name__})" for k, v in value.items()
                 if not isinstance(v, str)]
+    if st.parallel is not None and (not isinstance(st.parallel, int) or isinstance(st.parallel, bool)
+                                    or st.parallel < 1):
+        out.append(f"parallel: must be a positive whole number or null (got {st.parallel!r})")
     if not isinstance(st.hosts, dict):
         out.append(f"hosts: must be a mapping of host id to its fields (got {type(st.hosts).__name__})")
         hosts: dict = {}

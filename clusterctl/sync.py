@@ -30,7 +30,7 @@ from typing import Any
 from clusterctl import state as states
 from clusterctl.errors import ClusterctlError, PARTIAL, UsageError
 from clusterctl.inventory import Host, Inventory
-from clusterctl.transport import Pool
+from clusterctl.transport import Completed, Pool, Transport
 
 NEEDED = ("dask", "distributed", "bokeh")
 INSTALL_TIMEOUT = 900.0
@@ -237,13 +237,18 @@ async def sync(inv: Inventory, *, progress: Progress | None = None) -> SyncResul
     pinned = pins(inv.packages)
     result = SyncResult(cluster=inv.name, pins=pinned)
     places = _places(inv)  # host id -> (host, base python, workdir)
-    async with Pool(states.home() / "known_hosts") as pool:
+    async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
         say("connect", hosts=len(places))
         await pool.open([h for h, _, _ in places.values()])
         facts_of: dict[str, dict] = {}
         rows: dict[str, HostSync] = {}
         reached = {h: (pool.get(host), base) for h, (host, base, _) in places.items() if pool.get(host) is not None}
-        asked = await asyncio.gather(*(t.run([base, "-c", FACTS], timeout=30) for t, base in reached.values()))
+
+        async def facts(transport: Transport, base: str) -> Completed:
+            async with pool.slots:
+                return await transport.run([base, "-c", FACTS], timeout=30)
+
+        asked = await asyncio.gather(*(facts(*reached[h]) for h in reached))
         for (host_id, (_, base)), answer in zip(reached.items(), asked):
             try:
                 facts_of[host_id] = json.loads(answer.stdout)
@@ -255,8 +260,12 @@ async def sync(inv: Inventory, *, progress: Progress | None = None) -> SyncResul
             say("download", python=facts["python"], platform=facts["platform"])
             folders[kind] = await asyncio.to_thread(download, pinned, facts)
         todo = {h: p for h, p in places.items() if h not in rows}
-        done = await asyncio.gather(*(_host(pool, host, base, workdir, pinned, folders, facts_of, say)
-                                      for host, base, workdir in todo.values()))
+
+        async def one(host: Host, base: str, workdir: str) -> HostSync:
+            async with pool.slots:
+                return await _host(pool, host, base, workdir, pinned, folders, facts_of, say)
+
+        done = await asyncio.gather(*(one(*place) for place in todo.values()))
         rows.update({r.host: r for r in done})
     result.rows = [rows[h] for h in places]
     _record(inv, result)

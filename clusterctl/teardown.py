@@ -37,7 +37,7 @@ def state_from_inventory(inv: Inventory) -> ClusterState:
     pythons = {p.host.id: p.python for p in cluster.processes}
     return ClusterState(cluster=inv.name, inventory=inv.path, scheduler_address=cluster.scheduler_address,
                         dashboard_url=cluster.dashboard_url, http_url=cluster.http_url, roots=roots,
-                        hosts=hosts, pythons=pythons)
+                        hosts=hosts, pythons=pythons, parallel=inv.parallel)
 
 
 async def down(name: str, *, force: bool = False, inventory: Inventory | None = None,
@@ -49,7 +49,7 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
         if current is None:
             return DownResult(cluster=name, nothing=True)
         result = DownResult(cluster=name)
-        async with Pool(states.home() / "known_hosts") as pool:
+        async with Pool(states.home() / "known_hosts", current.parallel) as pool:
             await pool.open([current.host(h) for h in current.hosts])
             await _stop_jobs(Agents(pool), current, result, force, grace)
             await _stop_everything(Agents(pool), current, result, force, grace)

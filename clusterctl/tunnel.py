@@ -30,7 +30,7 @@ def forwarded(current: ClusterState, dest_host: str, dest_port: int, local_port:
     outcome: dict = {}
 
     async def hold() -> None:
-        async with Pool(states.home() / "known_hosts") as pool:
+        async with Pool(states.home() / "known_hosts", current.parallel) as pool:
             transport = await pool.connect(host)
             if transport is None:
                 raise pool.failure(host) or ClusterctlError(f"[{host.id}] not connected")

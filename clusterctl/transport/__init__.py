@@ -1,8 +1,10 @@
-"""Transports, and a pool that opens one per host, all at once, each under its own deadline."""
+"""Transports, and a pool that opens one per host, at most ``parallel`` at a time, each under its own
+deadline."""
 
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from pathlib import Path
 
 from clusterctl.errors import ConnectError
@@ -21,11 +23,25 @@ def make(host: Host, known_hosts: Path) -> Transport:
     return SSHTransport(host, known_hosts)
 
 
-class Pool:
-    """Open sessions to hosts; a host that cannot be reached is kept as its ``ConnectError``."""
+#: Hosts in flight at once when neither the command line nor the inventory says: a laptop's worth of
+#: SSH handshakes and remote interpreters starting together (like Ansible's ``forks``).
+DEFAULT_PARALLEL = 64
 
-    def __init__(self, known_hosts: Path):
+#: The command line's ``--parallel``: beats the inventory's ``parallel:`` for the command it is given to.
+PARALLEL: ContextVar[int | None] = ContextVar("clusterctl_parallel", default=None)
+
+
+class Pool:
+    """Open sessions to hosts; a host that cannot be reached is kept as its ``ConnectError``.
+
+    ``slots`` bounds the hosts in flight: each connection handshake and each request to a host's
+    agent (``Agents.call``) or shell (``exec``, ``setup``, ``sync``) takes one for its duration, and a
+    host's own deadline starts only once it has one. The connections themselves stay open."""
+
+    def __init__(self, known_hosts: Path, parallel: int | None = None):
         self.known_hosts = known_hosts
+        self.parallel = PARALLEL.get() or parallel or DEFAULT_PARALLEL
+        self.slots = asyncio.Semaphore(self.parallel)
         self.transports: dict[tuple, Transport] = {}
         self.failures: dict[tuple, ConnectError] = {}
         self._connecting: dict[tuple, asyncio.Future] = {}
@@ -40,14 +56,15 @@ class Pool:
     async def _connect(self, host: Host) -> None:
         transport = make(host, self.known_hosts)
         try:
-            await transport.connect()
+            async with self.slots:
+                await transport.connect()
         except ConnectError as exc:
             self.failures[host.key] = exc
             return
         self.transports[host.key] = transport
 
     async def open(self, hosts: list[Host]) -> None:
-        """Connect to every host at once."""
+        """Connect to every host, ``parallel`` at a time."""
         await asyncio.gather(*(self.connect(h) for h in hosts))
 
     def get(self, host: Host) -> Transport | None:
