@@ -74,8 +74,9 @@ class Pool:
         if via is None:
             failed = self.failures.get(bastion.key)
             reason = re.sub(r"^\[[^\]]*\] ", "", failed.message) if failed else "not connected"
-            raise ConnectError(f"[{host.id}] cannot connect through the jump host {jump.where(bastion)}:"
-                               f" {reason}", unreachable=bool(failed and failed.unreachable))
+            named = "" if bastion.address in reason else f" {jump.where(bastion)}"  # once is enough
+            raise ConnectError(f"[{host.id}] cannot connect through the jump host{named}: {reason}",
+                               unreachable=bool(failed and failed.unreachable))
         return via
 
     async def open(self, hosts: list[Host]) -> None:
