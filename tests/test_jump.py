@@ -97,6 +97,11 @@ def test_up_status_submit_and_down_through_the_bastion(net, hidden_cli, tmp_path
                 assert page.read() == b"ok"
             assert len(cluster.scheduler_info["workers"]) == 2
 
+        # Fabric: the bastion is each connection's gateway, its key checked against the recorded one.
+        pytest.importorskip("fabric")
+        ran = clusterctl.fabric_group("behind", role="worker").run("hostname -I", hide=True, in_stream=False)
+        assert sorted(r.stdout.split()[0] for r in ran.values()) == sorted(h.addr for h in hidden[1:])
+
         down = hidden_cli("down", "--json")
         assert down.code == 0, down.out + down.err
         assert clean(net, hidden, cluster="behind")
