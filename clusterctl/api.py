@@ -174,7 +174,7 @@ class Cluster(DaskCluster):
             local = self._opened.enter_context(tunnels.forwarded(self.state, host, port))
             address = f"{scheme}://127.0.0.1:{local}"
         self._address = address
-        jobs.check_reachable(address)
+        jobs.check_reachable(address, current=None if tunnel else self.state)
         self.scheduler_comm = rpc(address, connection_args=self.security.get_connection_args("client"),
                                   timeout=timeout)
         try:

@@ -32,6 +32,8 @@ PLACEHOLDER_RE = re.compile(r"\{(python|workdir)\}")
 # lock in a held state into the child.
 DEFAULT_START_METHOD = "spawn"
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# `jump: none`: this host is reached directly, even where the defaults or ~/.ssh/config name a jump host.
+JUMP_NONE = "none"
 # Limits that keep a hostile or broken file from hanging `up` (an inventory needs 4 levels and a few
 # hundred values): file size, nesting, values once YAML aliases are expanded, processes in all.
 MAX_BYTES = 4 * 1024 * 1024
@@ -75,6 +77,45 @@ def _host(value: str) -> str:
     if not HOST_RE.match(value):
         raise ValueError("not a host name or IP address (letters, digits and . - _ : % only, at most"
                          " 253 characters, not starting with '-')")
+    return value
+
+
+def split_jump(value: str) -> list[tuple[str | None, str, int | None]]:
+    """``[user@]host[:port][,...]`` (OpenSSH's ProxyJump, first hop first) as (user, host, port) per
+    hop; ``ValueError`` saying what is wrong. An IPv6 address with a port is written ``[addr]:port``."""
+    hops = []
+    for hop in (h.strip() for h in value.split(",")):
+        which = f"{hop!r}: " if "," in value else ""  # in a chain, say which hop
+        user, at, where = hop.rpartition("@")
+        if at and (not user or any(c.isspace() or c in "@:/" for c in user)):
+            raise ValueError(f"{which}the user before @ must be a plain user name")
+        port: str | None = None
+        if where.startswith("["):
+            where, _, rest = where[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"{which}write an IPv6 address with a port as [address]:port")
+                port = rest[1:]
+        elif where.count(":") == 1:
+            where, port = where.split(":")
+        if not HOST_RE.match(where):
+            raise ValueError(f"{which}not [user@]host[:port]: the host must be a host name or IP address"
+                             " (letters, digits and . - _ : % only)")
+        if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{which}the port after : must be a number from 1 to 65535")
+        hops.append((user or None, where, int(port) if port is not None else None))
+    return hops
+
+
+def _jump(value: str) -> str:
+    """``none`` (connect directly, whatever ~/.ssh/config says) or ``[user@]bastion[:port]``, several
+    separated by commas for a chain, as in OpenSSH's ProxyJump."""
+    value = value.strip()
+    if value.lower() == JUMP_NONE:
+        return JUMP_NONE
+    if not value:
+        raise ValueError("must not be empty; write user@bastion[:port], or none to connect directly")
+    split_jump(value)
     return value
 
 
@@ -163,6 +204,8 @@ class _HostSettings(_Strict):
     workdir: Workdir | None = None
     connection: Literal["ssh", "local"] | None = None
     connect_timeout: Union[Seconds, Annotated[int, Field(gt=0, le=3600)]] | None = None
+    # The bastion the host is reached through: [user@]host[:port], as OpenSSH's ProxyJump.
+    jump: Annotated[str, AfterValidator(_text), AfterValidator(_jump)] | None = None
     env: EnvMap | None = None  # for the Dask processes (never secrets: they show in /proc)
     dask_config: dict[str, Any] | None = None  # a YAML file given to the process through DASK_CONFIG
 
@@ -226,6 +269,9 @@ class Host:
     user: str | None = None
     identity_file: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    # The jump host(s) as ProxyJump writes them, "none" for a direct connection whatever ~/.ssh/config
+    # says, None to let ~/.ssh/config decide.
+    jump: str | None = None
 
     @property
     def id(self) -> str:
@@ -236,10 +282,11 @@ class Host:
     @property
     def key(self) -> tuple:
         """Hosts with the same key share one connection."""
-        return (self.connection, self.user, self.address, self.ssh_port, self.identity_file)
+        return (self.connection, self.user, self.address, self.ssh_port, self.identity_file, self.jump)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        # Without a jump host, the fields clusterctl has always recorded, and no more.
+        return {k: v for k, v in self.__dict__.items() if not (k == "jump" and v is None)}
 
 
 @dataclass(frozen=True)
@@ -640,8 +687,13 @@ class _Merged:
                 self.problem(identity_loc, f"identity file {identity} is missing or unreadable")
         timeout, _ = self.setting(entry, loc, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         user, _ = self.setting(entry, loc, "user")
+        jump, jump_loc = self.setting(entry, loc, "jump")
+        if connection == "local":
+            if getattr(entry, "jump", None) is not None:
+                self.problem(jump_loc, "a local host is not reached over SSH: remove jump, or set connection: ssh")
+            jump = None  # a jump host in the defaults is for the SSH hosts
         host = Host(address=entry.host, connection=connection, ssh_port=ssh_port, user=user,
-                    identity_file=identity, connect_timeout=float(timeout))
+                    identity_file=identity, connect_timeout=float(timeout), jump=jump)
         # Directories, process names and the state are keyed by Host.id: two hosts may not share one.
         pair = (host.address, ssh_port or 22)
         first = self.ids.setdefault(host.id, (pair, _field_name(loc + ("host",))))

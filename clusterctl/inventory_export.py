@@ -4,7 +4,9 @@
 ``ansible``: an Ansible YAML inventory: groups ``scheduler`` and ``workers`` (a host may be in both),
 each host under its clusterctl id with ``ansible_host``, ``ansible_port``, ``ansible_user``,
 ``ansible_ssh_private_key_file`` and ``ansible_python_interpreter`` where the inventory sets them,
-and the Dask settings as ``clusterctl_*`` host variables.
+a jump host as ``ansible_ssh_common_args: -o ProxyJump=...`` (OpenSSH logs into the jump host with
+its own ~/.ssh/config and agent, not the host's key file), and the Dask settings as ``clusterctl_*``
+host variables.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def _connection(host: Host, python: str) -> dict[str, Any]:
         out["ansible_user"] = host.user
     if host.identity_file is not None:
         out["ansible_ssh_private_key_file"] = host.identity_file
+    if host.jump is not None:
+        out["ansible_ssh_common_args"] = f"-o ProxyJump={host.jump}"
     out["ansible_python_interpreter"] = python
     return out
 

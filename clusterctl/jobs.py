@@ -188,13 +188,22 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
-def check_reachable(address: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, with the next step, when nothing listens at the scheduler's address."""
+def check_reachable(address: str, timeout: float = 3.0, current: ClusterState | None = None) -> None:
+    """Fail in seconds, with the next step, when nothing listens at the scheduler's address. With
+    ``current`` (a direct connection, not a tunnel), say so when its host sits behind a jump host."""
     _, host, port = split_address(address)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return
     except OSError as exc:
+        from clusterctl import tunnel
+
+        bastion = tunnel.jump_host(current) if current is not None else None
+        if bastion is not None:
+            raise ClusterctlError(
+                f"the scheduler at {address} does not answer ({exc.strerror or exc}); its host is reached"
+                f" through the jump host {bastion}, which this machine may have no route past: reach it"
+                " through SSH with 'submit --tunnel' (clusterctl.Cluster(tunnel=True) in Python)") from None
         raise ClusterctlError(f"the scheduler at {address} does not answer ({exc.strerror or exc}): see"
                               " 'clusterctl status', and 'clusterctl up INVENTORY' to restart it") from None
 
@@ -214,6 +223,7 @@ def submit(current: ClusterState, job: Job, params: dict[str, Any], output: Path
     ``clusterctl.progress``). With ``tunnel`` the client reaches the scheduler through the SSH
     connection to its host."""
     if not tunnel:
+        check_reachable(current.scheduler_address, current=current)
         return _submit(current, current.scheduler_address, job, params, output, quiet, progress)
     from clusterctl import tunnel as tunnels
 

@@ -136,7 +136,7 @@ def load(name: str) -> ClusterState | None:
 
 
 _HOST_FIELDS = {"address": (str,), "connection": (str,), "ssh_port": (int, type(None)), "user": (str, type(None)),
-                "identity_file": (str, type(None)), "connect_timeout": (int, float)}
+                "identity_file": (str, type(None)), "connect_timeout": (int, float), "jump": (str, type(None))}
 _RECORD_FIELDS = {"name": (str,), "role": (str,), "host": (str,), "python": (str,), "dir": (str,), "pid": (int,),
                   "argv": (list,), "started_at": (int, float), "settings": (str,)}
 

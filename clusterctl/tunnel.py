@@ -1,5 +1,6 @@
 """Ports of the scheduler's host brought to this machine over the SSH connection, for callers that
-are not async (the dashboard command, a Dask client): the connection lives in its own thread."""
+are not async (the dashboard command, a Dask client): the connection lives in its own thread. A
+scheduler host behind a jump host is reached through it, as every command reaches it (the pool)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 from collections.abc import Iterator
 
 from clusterctl import state as states
-from clusterctl.errors import ClusterctlError, StateError
+from clusterctl.errors import ClusterctlError, ConnectError, StateError
 from clusterctl.inventory import Host
 from clusterctl.state import ClusterState
 from clusterctl.transport import Pool
@@ -20,6 +21,17 @@ def scheduler_host(current: ClusterState) -> Host:
     if record is None:
         raise StateError(f"cluster {current.cluster!r} has no scheduler recorded: run 'clusterctl up' first")
     return current.host(record.host)
+
+
+def jump_host(current: ClusterState) -> str | None:
+    """The jump host the scheduler's host is reached through (``user@host port N``), or None."""
+    from clusterctl.transport import jump
+
+    try:
+        bastion = jump.bastion(scheduler_host(current))
+    except (ConnectError, StateError):
+        return None
+    return jump.where(bastion) if bastion is not None else None
 
 
 @contextlib.contextmanager

@@ -10,6 +10,12 @@ Inside one host, ``ps`` shows only that host's processes.  Killing the host's
 sshd (pid 1 in its PID namespace) makes the kernel kill every process on the
 host, which is how :meth:`Lab.close` cleans up.
 
+A test can add hosts that this machine cannot reach (``Lab.hidden``): a second bridge, inside one lab
+host's namespace, that only that host (the bastion) has a leg on. The root namespace gets an
+``unreachable`` route for their subnet (its metric is the lab's pid, for ``sweep_stale``), so that a
+connection from here fails at once rather than leaving by the default route; they are reached only
+through the bastion, e.g. over ``ssh -J``.
+
 Names of everything the lab creates carry the creating process's pid (plus a
 per-process instance letter), so concurrent test runs never collide, and
 :meth:`Lab.close` removes only what this lab recorded as created by itself.
@@ -40,6 +46,9 @@ __all__ = ["Host", "Lab", "lab_prerequisites", "sweep_stale"]
 
 SSHD = "/usr/sbin/sshd"
 LAB_NET = ipaddress.ip_network("10.213.0.0/16")
+# Subnets of hidden hosts: never a lab's own subnet, so the root namespace never has a route to one.
+HIDDEN_NET = ipaddress.ip_network("10.214.0.0/16")
+HIDDEN_BRIDGE = "chidden0"  # inside the bastion's namespace: no clash with another lab's names
 _LOCK_FILE = "/run/lock/clusterctl-lab.lock"
 _IFNAMSIZ = 15
 
@@ -109,8 +118,9 @@ def lab_prerequisites() -> str | None:
 class Host:
     name: str  # the netns name
     addr: str  # IPv4 address, e.g. "10.213.45.2"
-    veth: str  # the root-namespace end of its veth pair (for link up/down)
+    veth: str  # the outer end of its veth pair (for link up/down)
     sshd_pid: int  # pid (root pid namespace) of the `unshare` holding the host's PID namespace
+    via: str = ""  # hidden hosts: the bastion's netns, which holds `veth` and is the only way in
 
 
 # ---------------------------------------------------------------- /proc helpers
@@ -168,11 +178,15 @@ class Lab:
         self.bridge = ""
         self.bridge_addr = ""
         self.subnet: ipaddress.IPv4Network | None = None
+        self.tag = ""  # <pid><letters>: in every name this lab creates
+        self.hidden_subnet: ipaddress.IPv4Network | None = None
+        self.hidden_hosts: list[Host] = []  # not in `hosts`: this machine cannot reach them
         self.start_seconds: float | None = None
         # what this lab created, so close() removes exactly that
         self._netns: list[str] = []
         self._veths: list[str] = []
         self._bridge_made = False
+        self._unreachable: list[str] = []  # `ip route` arguments of the unreachable routes made
         self._procs: dict[str, subprocess.Popen] = {}
         self._inner: dict[str, tuple[int, int]] = {}  # host name -> (pid, starttime) of its sshd
         self._close_lock = threading.RLock()
@@ -206,10 +220,7 @@ class Lab:
             self._start_sshds()
             self._wait_ready(t0 + self.start_timeout)
         except BaseException as exc:
-            logs = "\n".join(
-                f"--- {h.name} sshd.log:\n{_tail(self.root / h.name / 'sshd.log')}"
-                for h in self.hosts
-            )
+            logs = self._logs(self.hosts)
             self.close()
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -217,9 +228,10 @@ class Lab:
         self.start_seconds = time.monotonic() - t0
         return self
 
-    def _make_keys(self) -> None:
-        jobs = [(self.key, "lab client")]
-        for host in self.hosts:
+    def _make_keys(self, hosts: list[Host] | None = None) -> None:
+        """The client key (first time only) and a host key for each of ``hosts`` (default: all)."""
+        jobs = [(self.key, "lab client")] if hosts is None else []
+        for host in self.hosts if hosts is None else hosts:
             hdir = self.root / host.name
             hdir.mkdir(exist_ok=True)
             jobs.append((hdir / "ssh_host_ed25519_key", f"lab host {host.name}"))
@@ -240,6 +252,8 @@ class Lab:
             out, _ = p.communicate(timeout=30)
             if p.returncode != 0:
                 raise RuntimeError(f"ssh-keygen failed for {path}: {out.strip()}")
+        if hosts is not None:
+            return
         pub = self.key.with_name(self.key.name + ".pub").read_text()
         (self.root / "authorized_keys").write_text(pub)
 
@@ -297,6 +311,7 @@ class Lab:
             else:
                 raise RuntimeError("no free /24 left in 10.213.0.0/16")
             self.subnet = net
+            self.tag = tag
             addrs = list(net.hosts())  # .1 ... .254
             self.bridge = bridge
             self.bridge_addr = str(addrs[0])
@@ -321,10 +336,10 @@ class Lab:
             _run(*n, "link", "set", "eth0", "up")
             _run(*n, "route", "add", "default", "via", self.bridge_addr)
 
-    def _start_sshds(self) -> None:
+    def _start_sshds(self, hosts: list[Host] | None = None) -> None:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         extra = "PerSourcePenalties no\n" if _sshd_version() >= (9, 8) else ""
-        for host in self.hosts:
+        for host in self.hosts if hosts is None else hosts:
             hdir = self.root / host.name
             config = hdir / "sshd_config"
             config.write_text(
@@ -359,7 +374,7 @@ class Lab:
             self._procs[host.name] = proc
             host.sshd_pid = proc.pid  # `ip netns exec` execs unshare in place
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, deadline: float, hosts: list[Host] | None = None) -> None:
         errors: dict[str, str] = {}
 
         def wait_one(host: Host) -> None:
@@ -371,8 +386,9 @@ class Lab:
                     return
                 self._remember_inner(host)
                 try:
-                    with socket.create_connection((host.addr, 22), timeout=0.5):
-                        pass
+                    if not host.via:  # a hidden host: only its bastion could try
+                        with socket.create_connection((host.addr, 22), timeout=0.5):
+                            pass
                 except OSError as exc:
                     last = f"connect {host.addr}:22: {exc}"
                     time.sleep(0.05)
@@ -390,13 +406,69 @@ class Lab:
                 time.sleep(0.1)
             errors[host.name] = f"{host.name} ({host.addr}) not ready in time: {last}"
 
-        threads = [threading.Thread(target=wait_one, args=(h,), daemon=True) for h in self.hosts]
+        threads = [threading.Thread(target=wait_one, args=(h,), daemon=True)
+                   for h in (self.hosts if hosts is None else hosts)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()) + 10)
         if errors or any(t.is_alive() for t in threads):
             raise RuntimeError("; ".join(errors.values()) or "hosts not ready in time")
+
+    def hidden(self, bastion: Host, n_hosts: int) -> list[Host]:
+        """``n_hosts`` more hosts on a subnet of their own, on a bridge inside ``bastion``'s namespace:
+        the bastion reaches them, this machine does not (no route). Removed by :meth:`close`."""
+        if not self._started or self._closed or bastion not in self.hosts:
+            raise RuntimeError("hidden() needs a started lab and one of its own (not hidden) hosts")
+        if self.hidden_hosts:
+            raise RuntimeError("one set of hidden hosts per lab")
+        t0 = time.monotonic()
+        first = len(self.hosts)  # names go on from the lab's hosts: h<n>, h<n+1>, ...
+        if len(f"cv{self.tag}h{first + n_hosts}") > _IFNAMSIZ:
+            raise RuntimeError("interface name too long")
+        with open(_LOCK_FILE, "a") as lock:  # against a lab that starts meanwhile picking names
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = self._used_networks()
+            nets = list(HIDDEN_NET.subnets(new_prefix=24))
+            for step in range(250):
+                net = nets[(os.getpid() + step) % 250]
+                if not any(net.overlaps(u) for u in used):
+                    break
+            else:
+                raise RuntimeError(f"no free /24 left in {HIDDEN_NET}")
+            route = ["unreachable", str(net), "metric", str(os.getpid())]
+            _run("ip", "route", "add", *route)
+            self._unreachable.append(" ".join(route))
+            addrs = [str(a) for a in net.hosts()]
+            hosts = [Host(name=f"cctl{self.tag}h{first + i}", addr=addrs[i + 1], veth=f"cv{self.tag}h{first + i}",
+                          sshd_pid=0, via=bastion.name) for i in range(n_hosts)]
+            b = ("ip", "-n", bastion.name)
+            _run(*b, "link", "add", HIDDEN_BRIDGE, "type", "bridge")
+            _run(*b, "addr", "add", f"{addrs[0]}/24", "dev", HIDDEN_BRIDGE)
+            _run(*b, "link", "set", HIDDEN_BRIDGE, "up")
+            for host in hosts:
+                _run("ip", "netns", "add", host.name)
+                self._netns.append(host.name)
+                self.hidden_hosts.append(host)
+                _run(*b, "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.name)
+                _run(*b, "link", "set", host.veth, "master", HIDDEN_BRIDGE)
+                _run(*b, "link", "set", host.veth, "up")
+                n = ("ip", "-n", host.name)
+                _run(*n, "link", "set", "lo", "up")
+                _run(*n, "addr", "add", f"{host.addr}/24", "dev", "eth0")
+                _run(*n, "link", "set", "eth0", "up")
+                _run(*n, "route", "add", "default", "via", addrs[0])
+        self.hidden_subnet = net
+        try:
+            self._make_keys(hosts)
+            self._start_sshds(hosts)
+            self._wait_ready(t0 + self.start_timeout, hosts)
+        except RuntimeError as exc:  # close() removes them with the rest of the lab
+            raise RuntimeError(f"hidden hosts did not start: {exc}\n{self._logs(hosts)}") from exc
+        return hosts
+
+    def _logs(self, hosts: list[Host]) -> str:
+        return "\n".join(f"--- {h.name} sshd.log:\n{_tail(self.root / h.name / 'sshd.log')}" for h in hosts)
 
     def _remember_inner(self, host: Host) -> None:
         if host.name in self._inner:
@@ -454,12 +526,16 @@ class Lab:
                     _ignore_missing("ip", "link", "del", veth)
             if self._bridge_made:
                 _ignore_missing("ip", "link", "del", self.bridge)
+            for route in self._unreachable:
+                _ignore_missing("ip", "route", "del", *route.split())
 
     # ------------------------------------------------------------ operations
 
     def ssh_args(self, host: Host) -> list[str]:
-        """The `ssh` command line (without the remote command) for `host`."""
+        """The `ssh` command line (without the remote command) for `host`; a hidden host's runs
+        in its bastion's namespace, the one place that reaches it."""
         return [
+            *(("ip", "netns", "exec", host.via) if host.via else ()),
             "ssh",
             "-F", "/dev/null",  # ignore ~/.ssh/config and /etc/ssh/ssh_config
             "-i", str(self.key),
@@ -485,10 +561,10 @@ class Lab:
         )
 
     def link_down(self, host: Host) -> None:
-        _run("ip", "link", "set", host.veth, "down")
+        _run(*(("ip", "-n", host.via) if host.via else ("ip",)), "link", "set", host.veth, "down")
 
     def link_up(self, host: Host) -> None:
-        _run("ip", "link", "set", host.veth, "up")
+        _run(*(("ip", "-n", host.via) if host.via else ("ip",)), "link", "set", host.veth, "up")
 
     def processes(self, host: Host) -> list[tuple[int, str]]:
         """(pid, args) of every process on `host` (pids as seen on the host), except the ps."""
@@ -533,8 +609,9 @@ def _ignore_missing(*args: str) -> None:
 def sweep_stale() -> list[str]:
     """Remove what labs of *dead* processes left behind (after SIGKILL or os._exit).
 
-    Only names of the lab's own pattern (cctl<pid><x>h<i>, cb<pid><x>, cv<pid><x>h<i>)
-    whose <pid> is no longer a running process are touched; every process inside
+    Only names of the lab's own pattern (cctl<pid><x>h<i>, cb<pid><x>, cv<pid><x>h<i>) and
+    unreachable routes into HIDDEN_NET of metric <pid>, whose <pid> is no longer a running process,
+    are touched; every process inside
     such a namespace is killed first.  Not called automatically.  Returns what was removed.
     """
 
@@ -567,4 +644,9 @@ def sweep_stale() -> list[str]:
         if m and dead(m.group(2) or m.group(3)):
             _ignore_missing("ip", "link", "del", m.group(1))
             removed.append(m.group(1))
+    for line in _run("ip", "route", "show", "type", "unreachable", check=False).stdout.splitlines():
+        m = re.match(r"unreachable (\S+) .*\bmetric (\d+)", line)
+        if m and ipaddress.ip_network(m.group(1), strict=False).subnet_of(HIDDEN_NET) and dead(m.group(2)):
+            _ignore_missing("ip", "route", "del", "unreachable", m.group(1), "metric", m.group(2))
+            removed.append(f"unreachable {m.group(1)}")
     return removed

@@ -777,3 +777,61 @@ workers:
     assert "is a flag: true or false" in said[(7, "workers[0].worker_options.lifetime-restart")]
     assert "'lots' is not a number" in said[(8, "workers[0].resources")]
     assert "must be an absolute path" in said[(9, "workers[0].local_directory")]
+
+
+def test_jump_hosts_inherited_chained_or_turned_off(tmp_path):
+    path = write(tmp_path, """\
+defaults:
+  jump: admin@bastion.example:2222
+scheduler:
+  host: s
+workers:
+  - host: w1
+    jump: none
+  - host: w2
+    jump: a@hop1,hop2
+  - host: w3
+    jump: "[fe80::1]:22"
+  - host: w4
+""")
+    inv = inventory.load(path)
+    assert inv.scheduler.host.jump == "admin@bastion.example:2222"
+    assert [g.host.jump for g in inv.workers] == ["none", "a@hop1,hop2", "[fe80::1]:22", "admin@bastion.example:2222"]
+    assert inventory.split_jump("a@hop1,[::1]:3,hop2:4") == [("a", "hop1", None), (None, "::1", 3), (None, "hop2", 4)]
+    # Recorded in the state only where set: a state of hosts without one reads as it always did.
+    assert "jump" not in inventory.Host(address="x").to_dict()
+    assert inventory.Host(address="x", jump="b").to_dict()["jump"] == "b"
+
+
+def test_bad_jump_hosts_each_with_its_line(tmp_path):
+    path = write(tmp_path, """\
+scheduler:
+  host: s
+  jump: ""
+workers:
+  - host: w1
+    jump: "bad user@b"
+  - host: w2
+    jump: "b:99999"
+  - host: w3
+    jump: "ok,-dash"
+  - host: w4
+    jump: 5
+  - host: w5
+    connection: local
+    jump: b
+""")
+    found = {(line, field): msg for line, field, msg in problems(path)}
+    assert set(found) == {(3, "scheduler.jump"), (6, "workers[0].jump"), (8, "workers[1].jump"),
+                          (10, "workers[2].jump"), (12, "workers[3].jump"), (15, "workers[4].jump")}
+    assert "must not be empty" in found[(3, "scheduler.jump")]
+    assert "plain user name" in found[(6, "workers[0].jump")]
+    assert "1 to 65535" in found[(8, "workers[1].jump")]
+    assert found[(10, "workers[2].jump")].startswith("'-dash': not [user@]host[:port]")
+    assert "local host is not reached over SSH" in found[(15, "workers[4].jump")]
+
+
+def test_a_jump_host_in_the_defaults_is_not_given_to_local_hosts(tmp_path):
+    path = write(tmp_path, "defaults:\n  jump: b\nscheduler:\n  host: s\nworkers:\n  - host: l\n    connection: local\n")
+    inv = inventory.load(path)
+    assert inv.scheduler.host.jump == "b" and inv.workers[0].host.jump is None

@@ -75,3 +75,18 @@ def test_export_refuses_an_unknown_format_and_needs_a_cluster_without_a_file(cli
     assert bad.code == 2 and "--format: must be one of json, ansible (got 'xml')" in bad.err
     none = cli("inventory", "export")
     assert none.code != 0 and "clusterctl up" in none.err
+
+
+def test_export_ansible_carries_the_jump_host_as_proxyjump(cli, tmp_path):
+    path = write(tmp_path, INVENTORY.replace("  python: /opt/venv/bin/python\n",
+                                             "  python: /opt/venv/bin/python\n  jump: admin@bastion:2200\n")
+                                     .replace("    nthreads: 4\n", "    nthreads: 4\n    jump: none\n"))
+    out = cli("inventory", "export", path, "--format", "ansible")
+    assert out.code == 0, out.err
+    top = yaml.safe_load(out.out)["all"]["children"]
+    assert top["scheduler"]["hosts"]["10.0.0.1"]["ansible_ssh_common_args"] == "-o ProxyJump=admin@bastion:2200"
+    workers = top["workers"]["hosts"]
+    assert workers["10.0.0.2_2222"]["ansible_ssh_common_args"] == "-o ProxyJump=none"
+    assert "ansible_ssh_common_args" not in workers["127.0.0.1"]
+    data = json.loads(cli("inventory", "export", path, "--format", "json").out)
+    assert data["scheduler"]["host"]["jump"] == "admin@bastion:2200" and data["workers"][1]["host"]["jump"] is None

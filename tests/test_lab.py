@@ -135,3 +135,42 @@ def test_failed_start_cleans_up_and_says_why(tmp_path, monkeypatch):
     assert names and not names & _netns_names()
     assert not ({broken.bridge} | {h.veth for h in broken.hosts}) & _link_names()
     assert not any(_alive(h.sshd_pid) for h in broken.hosts)
+
+
+def _unreachable_routes() -> str:
+    return subprocess.run(["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_hidden_hosts_are_reached_only_through_their_bastion(tmp_path):
+    import ipaddress
+    import socket
+
+    small = Lab(1, tmp_path).start()
+    try:
+        bastion = small.hosts[0]
+        hidden = small.hidden(bastion, 2)
+        assert small.hosts == [bastion] and small.hidden_hosts == hidden
+        assert all(ipaddress.ip_address(h.addr) in small.hidden_subnet and h.via == bastion.name for h in hidden)
+        assert not small.hidden_subnet.overlaps(small.subnet)
+        for host in hidden:
+            assert host.name in _netns_names() and host.veth not in _link_names()  # its veth is in the bastion's
+            res = small.ssh(host, "hostname -I; ps -e -o comm=")
+            assert res.returncode == 0 and res.stdout.split()[0] == host.addr, res.stderr
+            assert "sshd" in res.stdout
+            with pytest.raises(OSError):  # no route from here: refused at once, not sent by the default route
+                socket.create_connection((host.addr, 22), timeout=2).close()
+        # OpenSSH's own ProxyJump works: the bastion forwards to the hidden host.
+        jump = ["-o", f"ProxyCommand={' '.join(small.ssh_args(bastion))} -W %h:%p"]
+        res = subprocess.run([*small.ssh_args(bastion)[:-1], *jump, hidden[1].addr, "--", "hostname -I"],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0 and hidden[1].addr in res.stdout.split(), res.stderr
+        assert str(small.hidden_subnet) in _unreachable_routes()
+        small.link_down(hidden[0])
+        assert small.ssh(hidden[0], "true", timeout=15).returncode != 0
+        small.link_up(hidden[0])
+    finally:
+        small.close()
+    assert not {bastion.name, *(h.name for h in hidden)} & _netns_names()
+    assert str(small.hidden_subnet) not in _unreachable_routes()
+    assert not any(_alive(h.sshd_pid) for h in [bastion, *hidden])

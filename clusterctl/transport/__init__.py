@@ -1,9 +1,12 @@
 """Transports, and a pool that opens one per host, at most ``parallel`` at a time, each under its own
-deadline."""
+deadline.
+
+A host behind a jump host is reached through the pool's one connection to that bastion (``jump``)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -15,12 +18,13 @@ from clusterctl.transport.local import LocalTransport
 __all__ = ["Completed", "Pipe", "Pool", "Transport"]
 
 
-def make(host: Host, known_hosts: Path) -> Transport:
+def make(host: Host, known_hosts: Path, via: Transport | None = None) -> Transport:
+    """The host's transport; ``via``: the connected transport of its jump host."""
     if host.connection == "local":
         return LocalTransport(host)
     from clusterctl.transport.ssh import SSHTransport  # asyncssh only where SSH is used
 
-    return SSHTransport(host, known_hosts)
+    return SSHTransport(host, known_hosts, via=via)  # type: ignore[arg-type]
 
 
 #: Hosts in flight at once when neither the command line nor the inventory says: a laptop's worth of
@@ -45,6 +49,7 @@ class Pool:
         self.transports: dict[tuple, Transport] = {}
         self.failures: dict[tuple, ConnectError] = {}
         self._connecting: dict[tuple, asyncio.Future] = {}
+        self._bastions: set[tuple] = set()
 
     async def connect(self, host: Host) -> Transport | None:
         """The host's transport, connected on first use (once, whoever asks); None if it failed."""
@@ -54,14 +59,42 @@ class Pool:
         return self.transports.get(host.key)
 
     async def _connect(self, host: Host) -> None:
-        transport = make(host, self.known_hosts)
         try:
+            via = await self._through(host)  # before taking a slot: the bastion's connection takes its own
+            transport = make(host, self.known_hosts, via)
             async with self.slots:
                 await transport.connect()
         except ConnectError as exc:
             self.failures[host.key] = exc
             return
         self.transports[host.key] = transport
+
+    async def _through(self, host: Host) -> Transport | None:
+        """The connected transport of the host's jump host (None: it has none); ``ConnectError``
+        naming the bastion when that cannot be reached."""
+        from clusterctl.transport import jump
+
+        bastion = jump.bastion(host)
+        if bastion is None:
+            return None
+        # The whole chain first, so that a loop is refused before anything waits on itself.
+        chain, hop = [host.key], bastion
+        while hop is not None:
+            if hop.key in chain or len(chain) > jump.MAX_HOPS:
+                raise ConnectError(f"[{host.id}] its jump hosts form a loop or a chain of more than"
+                                   f" {jump.MAX_HOPS} (at {jump.where(hop)}): check jump: in the inventory"
+                                   " and ProxyJump in ~/.ssh/config")
+            chain.append(hop.key)
+            hop = jump.bastion(hop)
+        self._bastions.add(bastion.key)
+        via = await self.connect(bastion)
+        if via is None:
+            failed = self.failures.get(bastion.key)
+            reason = re.sub(r"^\[[^\]]*\] ", "", failed.message) if failed else "not connected"
+            named = "" if bastion.address in reason else f" {jump.where(bastion)}"  # once is enough
+            raise ConnectError(f"[{host.id}] cannot connect through the jump host{named}: {reason}",
+                               unreachable=bool(failed and failed.unreachable))
+        return via
 
     async def open(self, hosts: list[Host]) -> None:
         """Connect to every host, ``parallel`` at a time."""
@@ -78,7 +111,12 @@ class Pool:
             pending.cancel()
         await asyncio.gather(*self._connecting.values(), return_exceptions=True)
         self._connecting.clear()
-        await asyncio.gather(*(t.close() for t in self.transports.values()), return_exceptions=True)
+        # Hosts before the jump hosts their connections run through.
+        behind = [t for k, t in self.transports.items() if k not in self._bastions]
+        await asyncio.gather(*(t.close() for t in behind), return_exceptions=True)
+        bastions = [t for k, t in self.transports.items() if k in self._bastions]
+        for transport in reversed(bastions):  # a chain's last hop first
+            await transport.close()
         self.transports.clear()
 
     async def __aenter__(self) -> "Pool":

@@ -3,7 +3,9 @@
 Host keys are checked against clusterctl's own known_hosts and the user's ``~/.ssh/known_hosts``
 (see ``known_hosts``); a host in neither is trusted on first use and recorded in clusterctl's (like
 OpenSSH's ``StrictHostKeyChecking=accept-new``); a key that differs from a recorded one is refused.
-``~/.ssh/config`` and an SSH agent are honoured because asyncssh reads them by default.
+``~/.ssh/config`` and an SSH agent are honoured because asyncssh reads them by default. A host behind
+a jump host is connected through the connection to that bastion (``via``), which the pool opened and
+checked by the same rules; ``tunnel=None`` otherwise, because the pool has read ``ProxyJump`` already.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ MAX_SESSIONS = 8
 
 
 class SSHTransport(Transport):
-    def __init__(self, host: Host, known_hosts: Path):
+    def __init__(self, host: Host, known_hosts: Path, via: SSHTransport | None = None):
         super().__init__(host)
         self.known_hosts = known_hosts
+        self.via = via
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sessions = asyncio.Semaphore(MAX_SESSIONS)
 
@@ -40,6 +43,10 @@ class SSHTransport(Transport):
         user = f"{self.host.user}@" if self.host.user else ""
         port = f" port {self.host.ssh_port}" if self.host.ssh_port else ""
         return f"{user}{self.host.address}{port}"
+
+    @property
+    def _through(self) -> str:
+        return f" through the jump host {self.via._where}" if self.via is not None else ""
 
     def _host_pattern(self) -> str:
         return known_hosts.host_name(self.host.address, self.host.ssh_port)
@@ -73,7 +80,8 @@ class SSHTransport(Transport):
         # None: no key recorded anywhere, so the host's is accepted and recorded below (first use).
         options: dict = {"known_hosts": known_hosts.trusted(recorded) if recorded else None,
                          "connect_timeout": self.host.connect_timeout,
-                         "login_timeout": self.host.connect_timeout}
+                         "login_timeout": self.host.connect_timeout,
+                         "tunnel": self.via._conn if self.via is not None else None}
         if self.host.ssh_port:
             options["port"] = self.host.ssh_port
         if self.host.user:
@@ -91,9 +99,12 @@ class SSHTransport(Transport):
                 f"[{self.host.id}] permission denied for {self._where} with {key}: add the public key to"
                 " the host's authorized_keys, or set user / identity_file in the inventory") from None
         except (asyncio.TimeoutError, TimeoutError):
-            raise ConnectError(f"[{self.host.id}] no answer from {self._where} within "
+            raise ConnectError(f"[{self.host.id}] no answer from {self._where}{self._through} within "
                                f"{self.host.connect_timeout:g} s: is the host up and reachable?",
                                unreachable=True) from None
+        except asyncssh.ChannelOpenError as exc:  # the bastion could not open a connection to the host
+            raise ConnectError(f"[{self.host.id}] the jump host {self.via._where if self.via else '?'}"
+                               f" cannot reach {self._where}: {exc.reason}", unreachable=True) from None
         except socket.gaierror:
             raise ConnectError(f"[{self.host.id}] could not resolve hostname {self.host.address}: check"
                                " the inventory or ~/.ssh/config", unreachable=True) from None
@@ -101,7 +112,7 @@ class SSHTransport(Transport):
             raise ConnectError(f"[{self.host.id}] cannot reach {self._where}: {exc.strerror or exc}",
                                unreachable=True) from None
         except asyncssh.Error as exc:
-            raise ConnectError(f"[{self.host.id}] SSH to {self._where} failed: {exc.reason}") from None
+            raise ConnectError(f"[{self.host.id}] SSH to {self._where}{self._through} failed: {exc.reason}") from None
         if not recorded:
             server_key = self._conn.get_server_host_key()
             if server_key is not None:
