@@ -31,6 +31,7 @@ bench: venv
 	$(PY) bench/sentiment_throughput.py
 	$(PY) bench/worker_overhead.py
 	$(PY) bench/dashboard_cost.py
+	$(PY) bench/scale.py
 
 # Not a test either: CYCLES (default 20) up / submit / kill -9 a worker / down cycles on the SSH lab
 # (root), checking every host for leaked processes and ports. Exit 1 on any leak; bench/results/soak.json.
