@@ -18,14 +18,19 @@ def pytest_configure(config):
     )
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    """Six real hosts (netns + own PID namespace + sshd), shared by the whole session."""
+def require_lab() -> None:
+    """Skip the test when the lab cannot run here; on CI, where it must, fail it."""
     reason = lab_prerequisites()
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"lab unavailable on CI: {reason}")
         pytest.skip(f"lab unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """Six real hosts (netns + own PID namespace + sshd), shared by the whole session."""
+    require_lab()
     sweep_stale()  # labs of earlier runs that were killed before they could clean up
     the_lab = Lab(6, tmp_path_factory.mktemp("lab"))
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENT_PYTHON, Cli, clean, dask_processes, lab_prerequisites  # noqa: E402
+from conftest import CLIENT_PYTHON, Cli, clean, dask_processes, require_lab  # noqa: E402
 
 try:
     from lab import Lab
@@ -27,9 +27,7 @@ JOBS = Path(__file__).parent / "jobs"
 def net(tmp_path_factory):
     """A lab of one host, the bastion, and three hidden hosts behind it (its own: the session lab's
     hosts stay as other tests expect them)."""
-    reason = lab_prerequisites()
-    if reason is not None:
-        pytest.skip(f"lab unavailable: {reason}")
+    require_lab()
     lab = Lab(1, tmp_path_factory.mktemp("jump-lab"))
     try:
         lab.start()

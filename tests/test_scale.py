@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from conftest import CLIENT_PYTHON, Cli, clean, dask_processes  # noqa: F401
-from lab import Lab, lab_prerequisites
+from conftest import CLIENT_PYTHON, Cli, clean, dask_processes, require_lab
+from lab import Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -24,11 +24,7 @@ N_HOSTS, N_WORKERS, N_CUT = 200, 48, 10
 
 @pytest.fixture(scope="module")
 def big_lab(tmp_path_factory):
-    reason = lab_prerequisites()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"lab unavailable on CI: {reason}")
-        pytest.skip(f"lab unavailable: {reason}")
+    require_lab()
     with Lab(N_HOSTS, tmp_path_factory.mktemp("big-lab"), start_timeout=240) as lab:
         yield lab
 
