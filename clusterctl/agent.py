@@ -414,11 +414,12 @@ def _spawn(proc):
 
 
 def _this_python(program, proc):
-    """Whether ``program`` is the interpreter this agent runs with: as the agent was started (e.g.
-    ``python3``, found on PATH), or the same file."""
+    """Whether ``program`` is the interpreter this agent runs with: the one its session started it
+    with (the last word of its command line: ``python3``, a venv's, a wrapper script), or the same
+    file."""
     import shutil
 
-    if program == getattr(sys, "orig_argv", [None])[0]:
+    if program in (sys.argv[2:3] + getattr(sys, "orig_argv", [])[:1]):
         return True
     env = {**proc.get("env_default", {}), **os.environ, **proc.get("env", {})}  # as _spawn makes it
     found = shutil.which(program, path=env.get("PATH", os.defpath))

@@ -1,7 +1,8 @@
 """The client's side of the agent (``agent.py``): one agent per host and interpreter, started on the
 first call of a command and kept for the rest of it; each call is one JSON line each way.
 
-The agent starts as ``<python> -c BOOT clusterctl-agent`` (the last word only names it in ``ps``):
+The agent starts as ``<python> -c BOOT clusterctl-agent <python>`` (``clusterctl-agent`` names it in
+``ps``; the last word tells it which interpreter it was started as, the one it may start processes with):
 BOOT reads the agent's source from stdin (a line with its length, then the source) and runs it, and
 the agent answers requests on the same stdin until it closes.
 A host thus pays for its login shell and one python start once per command, not once per step.
@@ -68,7 +69,7 @@ class Agents:
         if session.pipe is None:
             transport = self.pool.get(host)
             assert transport is not None
-            session.pipe = await transport.open_pipe([python, "-c", BOOT, "clusterctl-agent"])
+            session.pipe = await transport.open_pipe([python, "-c", BOOT, "clusterctl-agent", python])
             await session.pipe.send(source())
         await session.pipe.send(json.dumps({"op": op, **request}).encode() + b"\n")
         line = await session.pipe.readline()
