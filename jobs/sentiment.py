@@ -161,7 +161,6 @@ def default_partitions(client) -> int:
 def run(
     client,
     data: str = "reviews",
-    features: str = "tfidf+glove+vader",
     vectorizer: str = "tfidf",
     n_features: int = 2**20,
     model: str = "auto",
@@ -175,6 +174,7 @@ def run(
     cv: int = 3,
     large_rows: int = 500_000,
     search_rows: int = 100_000,
+    features: str = "tfidf+glove+vader",
 ) -> dict:
     p = {"data": data, "features": features, "vectorizer": vectorizer, "n_features": n_features, "model": model,
          "search_iter": search_iter, "test_size": test_size, "seed": seed, "baseline": baseline,
@@ -204,9 +204,9 @@ def run(
              data, n_train, n_test, train.npartitions, n_workers)  # fmt: skip
 
     large = n_train > large_rows
-    if large and features != "tfidf":
-        raise ValueError(f"features: {features!r} is for up to large_rows ({large_rows}) training rows;"
-                         f" {n_train} need features='tfidf'")
+    if large and features != "tfidf":  # the data-parallel refit trains on the TF-IDF only
+        log.info("%d training rows > large_rows: features %r -> tfidf", n_train, features)
+        features = "tfidf"
     t0 = time.perf_counter()
     X_train, y_train, X_test, y_test, tfidf, layout = (vectorize_text if large else vectorize)(
         p, train, test
@@ -223,7 +223,7 @@ def run(
     cands = models.candidates(model, search_iter, seed, with_stack=not large,
                               text="tfidf" in features.split("+"))  # fmt: skip
     t0 = time.perf_counter()
-    ranked = models.search(client, Xs, ys, cands, cv, seed, layout)
+    ranked, stacked = models.search(client, Xs, ys, cands, cv, seed, layout)
     seconds["search"] = time.perf_counter() - t0
     best = ranked[0]["params"]
     n_searched = min(n_train, search_rows) if large else n_train
@@ -234,6 +234,8 @@ def run(
     if large:
         df = tfidf.df_.compute() if best["kind"] == "xgboost" else None
         fitted = scale.fit(client, X_train, y_train, best, seed, df)
+    elif best["kind"] == "stack":  # fitted during the search, to score it
+        fitted = stacked
     else:
         fitted = models.refit(client, Xs, ys, best, seed, layout)
     seconds["refit"] = time.perf_counter() - t0

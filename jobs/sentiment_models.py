@@ -209,26 +209,47 @@ def grid(cands: list[dict]) -> list[dict]:
     return [{k: [v] for k, v in c.items()} for c in cands]
 
 
-def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None) -> list[dict]:
-    """Cross-validated ROC AUC of every candidate; each (candidate, fold) fit is a worker task.
+def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None):
+    """Cross-validated ROC AUC of every candidate, best first, and the stack fitted on all rows (a
+    future) when it was a candidate, else None.
 
-    X and y are Delayed objects (a CSR matrix and its labels, assembled on a worker), so the data
-    goes from worker to worker and never through the client.
+    Each (candidate, fold) fit of the sampled candidates is a worker task (dask-ml's GridSearchCV).
+    The stack is scored without nesting: its base models' out-of-fold scores are already held out,
+    so its meta-learner's AUC over `cv` folds of them is its cross-validated AUC, and the stack
+    fitted for it is the one the job keeps. X and y are Delayed objects (a CSR matrix and its
+    labels, assembled on a worker), so the data goes from worker to worker, never via the client.
     """
     from dask_ml.model_selection import GridSearchCV
 
-    search = GridSearchCV(
-        SentimentClassifier(random_state=seed, layout=layout),
-        grid(cands),
-        scoring="roc_auc",
-        cv=cv_splitter(cv, seed),
-        refit=False,  # refit separately, to time it and keep the model on the cluster
-        iid=False,  # plain mean over folds, as scikit-learn computes it (the baseline)
-        scheduler=client,
-        error_score="raise",
-    )
-    search.fit(X, y)
-    return summarize(search.cv_results_)
+    others = [c for c in cands if c["kind"] != "stack"]
+    ranked, stacked = [], None
+    if others:
+        search = GridSearchCV(
+            SentimentClassifier(random_state=seed, layout=layout),
+            grid(others),
+            scoring="roc_auc",
+            cv=cv_splitter(cv, seed),
+            refit=False,  # refit separately, to time it and keep the model on the cluster
+            iid=False,  # plain mean over folds, as scikit-learn computes it (the baseline)
+            scheduler=client,
+            error_score="raise",
+        )
+        search.fit(X, y)
+        ranked = summarize(search.cv_results_)
+    if len(others) < len(cands):
+        stacked = refit(client, X, y, dict(STACK), seed, layout)
+        ranked = rank([*ranked, client.submit(stack_entry, stacked, cv).result()])
+    return ranked, stacked
+
+
+def stack_entry(model, cv: int) -> dict:
+    aucs = model.model_.cv_scores(cv)
+    return {"params": dict(STACK), "cv_auc": round(float(np.mean(aucs)), 4),
+            "cv_auc_std": round(float(np.std(aucs)), 4), "fit_seconds": None}  # fmt: skip
+
+
+def rank(entries: list[dict]) -> list[dict]:
+    return sorted(entries, key=lambda e: -e["cv_auc"])  # stable: ties keep their order
 
 
 def summarize(results: dict) -> list[dict]:
