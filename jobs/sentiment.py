@@ -6,7 +6,8 @@ load -> split -> vectorize -> randomized hyperparameter search on the workers ->
 Everything row-sized stays on the workers: partitions are loaded or generated there, hashed and
 TF-IDF-weighted there (sentiment_features), the search's fits run there (sentiment_models), and
 only per-row test probabilities come back for the metrics. Above large_rows training rows the
-search runs on a sample and the winner is trained data-parallel (sentiment_scale).
+search runs on a sample of the TF-IDF alone and the winner is trained data-parallel
+(sentiment_scale); so is XGBoost with model=xgboost on more than one worker (xgboost.dask).
 
 The defaults are tuned to the `reviews` corpus: TF-IDF over word 1-2 grams and character 2-5
 grams (sublinear tf), binary word 1-3 grams, GloVe and VADER features (sentiment_pretrained), and a
