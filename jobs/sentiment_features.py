@@ -62,6 +62,14 @@ def make_hasher(n_features: int, char_ngrams: bool = True) -> HashingVectorizer:
     )
 
 
+def make_binary_hasher(n_features: int) -> HashingVectorizer:
+    """Binary word 1-3 grams (the NB-SVM's input), hashed like the TF-IDF's columns."""
+    return HashingVectorizer(
+        ngram_range=(1, 3), token_pattern=TOKEN_PATTERN, n_features=n_features,
+        alternate_sign=False, norm=None, binary=True, dtype=np.float64,
+    )  # fmt: skip
+
+
 def hashed_counts(texts: da.Array, hasher: HashingVectorizer) -> da.Array:
     """Sparse count rows for a 1-d array of texts with known chunk sizes, block by block."""
     return texts.map_blocks(

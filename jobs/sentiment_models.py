@@ -7,8 +7,14 @@ folds and reports which won:
   2012: each column is scaled by its naive-Bayes log-count ratio, learned on the training fold
   only). Fast (about a second per fit here) and the most accurate model on short review snippets.
 - kind="xgboost": xgboost.XGBClassifier(tree_method="hist", n_jobs=1) on the top_features most
-  frequent hashed columns of the training fold. Trees cost time in proportion to the number of
-  columns times bins: on all 2**20 columns one fit takes minutes, on 5,000 about ten seconds.
+  frequent hashed columns of the training fold, or on the dense pretrained columns (VADER, GloVe,
+  E5) when the job computed them, which is where trees are competitive. Trees cost time in
+  proportion to the number of columns times bins: on all 2**20 columns one fit takes minutes, on
+  5,000 about ten seconds. A tenth of the training fold is held out for early stopping.
+- kind="stack": the stacked ensemble of linear models of sentiment_stack, one fixed candidate.
+
+`layout` ({block: [first column, end column]}) says which columns hold what; None: all columns are
+the TF-IDF (the data-parallel path, and callers that build their own matrices).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import numpy as np
 from scipy import sparse, stats
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import SGDClassifier
-from sklearn.model_selection import ParameterSampler, StratifiedKFold
+from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_test_split
+
+import sentiment_stack as stack
 
 log = logging.getLogger("clusterctl.job")
 
@@ -37,6 +45,9 @@ XGBOOST_SPACE = {
     "colsample_bytree": stats.uniform(0.5, 0.5),  # also saves time: fewer histograms per tree
     "top_features": [2000, 5000],
 }
+STACK = {"kind": "stack"}
+DENSE = ("vader", "glove", "e5", "lowercase")
+EARLY_STOPPING_ROUNDS = 20
 
 
 def nb_ratio(X, y, smoothing: float = 1.0) -> np.ndarray:
@@ -70,6 +81,17 @@ def xgboost_params(params: dict, seed: int) -> dict:
     }
 
 
+def text_columns(X, layout):
+    return X if not layout else stack.columns(X, layout["tfidf"])
+
+
+def dense_columns(layout) -> list[list[int]]:
+    """The dense columns XGBoost trains on: none (use the text) unless a pretrained block is there."""
+    if not layout or not any(k in layout for k in ("vader", "glove", "e5")):
+        return []
+    return [layout[k] for k in DENSE if k in layout]
+
+
 class SentimentClassifier(ClassifierMixin, BaseEstimator):
     """A linear or an XGBoost model on sparse text features, chosen by `kind`."""
 
@@ -85,6 +107,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         colsample_bytree=1.0,
         top_features=5000,
         max_bin=32,  # 32 bins instead of 256: 2-4x faster here, the same AUC within noise
+        layout=None,
         random_state=0,
     ):
         self.kind = kind
@@ -97,26 +120,48 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         self.colsample_bytree = colsample_bytree
         self.top_features = top_features
         self.max_bin = max_bin
+        self.layout = layout
         self.random_state = random_state
 
     def fit(self, X, y):
         X, y = sparse.csr_matrix(X), np.asarray(y)
         self.classes_ = np.unique(y)
         if self.kind == "linear":
-            self.ratio_ = nb_ratio(X, y) if self.nb else None
+            T = text_columns(X, self.layout)
+            self.ratio_ = nb_ratio(T, y) if self.nb else None
             self.model_ = SGDClassifier(
                 loss="log_loss", alpha=self.alpha, random_state=self.random_state
-            ).fit(self._linear_input(X), y)
+            ).fit(self._linear_input(T), y)
         elif self.kind == "xgboost":
-            import xgboost  # only where a candidate needs it: the import costs a second
-
-            df = np.bincount(X.indices, minlength=X.shape[1])
-            self.columns_ = top_columns(df, int(self.top_features))
-            params = xgboost_params(self.get_params(), self.random_state)
-            self.model_ = xgboost.XGBClassifier(n_jobs=1, **params).fit(X[:, self.columns_], y)
+            self._fit_xgboost(X, y)
+        elif self.kind == "stack":
+            self.model_ = stack.Stack(self.layout, self.random_state).fit(X, y)
         else:
             raise ValueError(f"model: unknown kind {self.kind!r}")
         return self
+
+    def _xgboost_input(self, X):
+        if hasattr(self, "columns_"):
+            return X[:, self.columns_]
+        return np.hstack([stack.columns(X, span).toarray() for span in self.dense_])
+
+    def _fit_xgboost(self, X, y):
+        import xgboost  # only where a candidate needs it: the import costs a second
+
+        self.dense_ = dense_columns(self.layout)
+        if not self.dense_:  # text only: the most frequent hashed columns
+            T = text_columns(X, self.layout)
+            start = self.layout["tfidf"][0] if self.layout else 0
+            self.columns_ = start + top_columns(np.bincount(T.indices, minlength=T.shape[1]),
+                                                int(self.top_features))  # fmt: skip
+        Z = self._xgboost_input(X)
+        Z_fit, Z_val, y_fit, y_val = train_test_split(
+            Z, y, test_size=0.1, stratify=y, random_state=self.random_state
+        )
+        params = xgboost_params(self.get_params(), self.random_state)
+        self.model_ = xgboost.XGBClassifier(
+            n_jobs=1, early_stopping_rounds=EARLY_STOPPING_ROUNDS, **params
+        ).fit(Z_fit, y_fit, eval_set=[(Z_val, y_val)], verbose=False)
 
     def _linear_input(self, X):
         return X if self.ratio_ is None else sparse.csr_matrix(X @ sparse.diags(self.ratio_))
@@ -124,27 +169,34 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         X = sparse.csr_matrix(X)
         if self.kind == "linear":
-            return self.model_.predict_proba(self._linear_input(X))
-        return self.model_.predict_proba(X[:, self.columns_])
+            return self.model_.predict_proba(self._linear_input(text_columns(X, self.layout)))
+        if self.kind == "stack":
+            return self.model_.predict_proba(X)
+        return self.model_.predict_proba(self._xgboost_input(X))
 
     def predict(self, X):
         return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
 
-def candidates(model: str, n: int, seed: int) -> list[dict]:
-    """n parameter sets sampled from the spaces; with model='auto' half from each family.
+def candidates(model: str, n: int, seed: int, with_stack: bool = True, text: bool = True) -> list[dict]:
+    """n parameter sets sampled from the spaces; with model='auto' half from each family, and the
+    stacked ensemble (one fixed candidate) besides when with_stack.
 
     Sampling the families separately (rather than letting a sampler pick a family per draw) keeps
     the comparison balanced and the run time predictable for a given search_iter.
     """
+    if model == "stack":
+        return [dict(STACK)]
     spaces = {"linear": [LINEAR_SPACE], "xgboost": [XGBOOST_SPACE]}.get(
-        model, [LINEAR_SPACE, XGBOOST_SPACE]
+        model, [LINEAR_SPACE, XGBOOST_SPACE] if text else [XGBOOST_SPACE]
     )
     counts = [n // len(spaces) + (i < n % len(spaces)) for i in range(len(spaces))]
     out = []
     for space, count in zip(spaces, counts):
         for params in ParameterSampler(space, count, random_state=seed):
             out.append({k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()})
+    if model == "auto" and with_stack:
+        out.append(dict(STACK))
     return [c for c in out if c]
 
 
@@ -157,26 +209,47 @@ def grid(cands: list[dict]) -> list[dict]:
     return [{k: [v] for k, v in c.items()} for c in cands]
 
 
-def search(client, X, y, cands: list[dict], cv: int, seed: int) -> list[dict]:
-    """Cross-validated ROC AUC of every candidate; each (candidate, fold) fit is a worker task.
+def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None):
+    """Cross-validated ROC AUC of every candidate, best first, and the stack fitted on all rows (a
+    future) when it was a candidate, else None.
 
-    X and y are Delayed objects (a CSR matrix and its labels, assembled on a worker), so the data
-    goes from worker to worker and never through the client.
+    Each (candidate, fold) fit of the sampled candidates is a worker task (dask-ml's GridSearchCV).
+    The stack is scored without nesting: its base models' out-of-fold scores are already held out,
+    so its meta-learner's AUC over `cv` folds of them is its cross-validated AUC, and the stack
+    fitted for it is the one the job keeps. X and y are Delayed objects (a CSR matrix and its
+    labels, assembled on a worker), so the data goes from worker to worker, never via the client.
     """
     from dask_ml.model_selection import GridSearchCV
 
-    search = GridSearchCV(
-        SentimentClassifier(random_state=seed),
-        grid(cands),
-        scoring="roc_auc",
-        cv=cv_splitter(cv, seed),
-        refit=False,  # refit separately, to time it and keep the model on the cluster
-        iid=False,  # plain mean over folds, as scikit-learn computes it (the baseline)
-        scheduler=client,
-        error_score="raise",
-    )
-    search.fit(X, y)
-    return summarize(search.cv_results_)
+    others = [c for c in cands if c["kind"] != "stack"]
+    ranked, stacked = [], None
+    if others:
+        search = GridSearchCV(
+            SentimentClassifier(random_state=seed, layout=layout),
+            grid(others),
+            scoring="roc_auc",
+            cv=cv_splitter(cv, seed),
+            refit=False,  # refit separately, to time it and keep the model on the cluster
+            iid=False,  # plain mean over folds, as scikit-learn computes it (the baseline)
+            scheduler=client,
+            error_score="raise",
+        )
+        search.fit(X, y)
+        ranked = summarize(search.cv_results_)
+    if len(others) < len(cands):
+        stacked = refit(client, X, y, dict(STACK), seed, layout)
+        ranked = rank([*ranked, client.submit(stack_entry, stacked, cv).result()])
+    return ranked, stacked
+
+
+def stack_entry(model, cv: int) -> dict:
+    aucs = model.model_.cv_scores(cv)
+    return {"params": dict(STACK), "cv_auc": round(float(np.mean(aucs)), 4),
+            "cv_auc_std": round(float(np.std(aucs)), 4), "fit_seconds": None}  # fmt: skip
+
+
+def rank(entries: list[dict]) -> list[dict]:
+    return sorted(entries, key=lambda e: -e["cv_auc"])  # stable: ties keep their order
 
 
 def summarize(results: dict) -> list[dict]:
@@ -193,21 +266,33 @@ def summarize(results: dict) -> list[dict]:
     ]
 
 
-def make_model(params: dict, seed: int) -> SentimentClassifier:
-    return SentimentClassifier(random_state=seed).set_params(**params)
+def make_model(params: dict, seed: int, layout=None) -> SentimentClassifier:
+    return SentimentClassifier(random_state=seed, layout=layout).set_params(**params)
 
 
-def _fit(params, seed, X, y):
-    return make_model(params, seed).fit(X, y)
+def _fit(params, seed, X, y, layout=None):
+    return make_model(params, seed, layout).fit(X, y)
+
+
+def _assemble(params, seed, layout, X, y, results):
+    model = make_model(params, seed, layout)
+    model.classes_ = np.unique(np.asarray(y))
+    model.model_ = stack.Stack(layout, seed).assemble(results, sparse.csr_matrix(X), np.asarray(y))
+    return model
 
 
 def _positive_proba(model, X):
     return model.predict_proba(X)[:, 1]
 
 
-def refit(client, X, y, params: dict, seed: int):
-    """The best candidate fitted on the whole training split, as a future on a worker."""
-    model = client.compute(dask.delayed(_fit)(params, seed, X, y))
+def refit(client, X, y, params: dict, seed: int, layout=None):
+    """The best candidate fitted on the whole training split, as a future on a worker. The stack's
+    independent fits (base model x fold) are one task each, spread over the workers."""
+    if params["kind"] == "stack":
+        fits = [dask.delayed(stack.fit_one)(t, X, y, layout, seed) for t in stack.fit_tasks(layout)]
+        model = client.compute(dask.delayed(_assemble)(params, seed, layout, X, y, fits))
+    else:
+        model = client.compute(dask.delayed(_fit)(params, seed, X, y, layout))
     model.result()  # wait here so the time is the refit's; the model itself stays on the worker
     return model
 

