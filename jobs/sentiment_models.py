@@ -29,6 +29,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_test_split
 
 import sentiment_stack as stack
+from sentiment_stack import DENSE, nb_ratio  # one definition, shared with the stack
 
 log = logging.getLogger("clusterctl.job")
 
@@ -46,18 +47,7 @@ XGBOOST_SPACE = {
     "top_features": [2000, 5000],
 }
 STACK = {"kind": "stack"}
-DENSE = ("vader", "glove", "e5", "lowercase")
 EARLY_STOPPING_ROUNDS = 20
-
-
-def nb_ratio(X, y, smoothing: float = 1.0) -> np.ndarray:
-    """log((p / |p|_1) / (q / |q|_1)), p and q: binarised column sums of positive/negative rows."""
-    y = np.asarray(y)
-    B = sparse.csr_matrix(X, copy=True)
-    B.data[:] = 1.0
-    p = smoothing + np.asarray(B.T @ (y == 1).astype(np.float64)).ravel()
-    q = smoothing + np.asarray(B.T @ (y == 0).astype(np.float64)).ravel()
-    return np.log(p / p.sum()) - np.log(q / q.sum())
 
 
 def top_columns(df: np.ndarray, k: int) -> np.ndarray:

@@ -35,6 +35,7 @@ DENSE = ("vader", "glove", "e5", "lowercase")
 
 
 def nb_ratio(X, y, smoothing: float = 1.0) -> np.ndarray:
+    """log((p / |p|_1) / (q / |q|_1)), p and q: binarised column sums of positive/negative rows."""
     y = np.asarray(y)
     B = sparse.csr_matrix(X, copy=True)
     B.data[:] = 1.0
