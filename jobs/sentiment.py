@@ -30,6 +30,7 @@ from scipy import sparse
 # The siblings are top-level modules: the job loader puts this folder first on sys.path, and submit
 # uploads the folder to the workers.
 import sentiment_data
+import sentiment_device as devices
 import sentiment_features as features
 import sentiment_models as models
 import sentiment_pretrained as pretrained
@@ -41,6 +42,7 @@ log = logging.getLogger("clusterctl.job")
 VECTORIZERS = ("tfidf", "hashing")
 MODELS = ("auto", "linear", "xgboost", "stack")
 FEATURES = ("tfidf", "tfidf+glove+vader", "e5", "tfidf+e5")
+DEVICES = devices.DEVICES
 MAX_FEATURES = 2**24  # per-column vectors (df, idf, weights) are dense: 128 MiB each at 2**24
 
 
@@ -50,6 +52,7 @@ def validate(p: dict) -> None:
         ("vectorizer", p["vectorizer"] in VECTORIZERS, f"one of {', '.join(VECTORIZERS)}"),
         ("model", p["model"] in MODELS, f"one of {', '.join(MODELS)}"),
         ("features", p["features"] in FEATURES, f"one of {', '.join(FEATURES)}"),
+        ("device", p["device"] in DEVICES, f"one of {', '.join(DEVICES)}"),
         ("model", p["model"] != "linear" or "tfidf" in str(p["features"]).split("+"),
          "xgboost, stack or auto with features without tfidf"),
         ("n_features", 16 <= p["n_features"] <= MAX_FEATURES, f"between 16 and {MAX_FEATURES}"),
@@ -176,11 +179,12 @@ def run(
     large_rows: int = 500_000,
     search_rows: int = 100_000,
     features: str = "tfidf+glove+vader",
+    device: str = "auto",
 ) -> dict:
     p = {"data": data, "features": features, "vectorizer": vectorizer, "n_features": n_features, "model": model,
          "search_iter": search_iter, "test_size": test_size, "seed": seed, "baseline": baseline,
          "npartitions": npartitions, "char_ngrams": char_ngrams, "sublinear_tf": sublinear_tf, "cv": cv,
-         "large_rows": large_rows, "search_rows": search_rows}
+         "large_rows": large_rows, "search_rows": search_rows, "device": device}
     validate(p)
     t_start = time.perf_counter()
     seconds = {}
@@ -223,8 +227,10 @@ def run(
         ys = dask.delayed(np.concatenate)(y_train.to_delayed().ravel().tolist())
     cands = models.candidates(model, search_iter, seed, with_stack=not large,
                               text="tfidf" in features.split("+"))  # fmt: skip
+    gpu = devices.plan(client, device)
+    log.info("XGBoost device: %s (%s)", gpu["device"], gpu["why"])
     t0 = time.perf_counter()
-    ranked, stacked = models.search(client, Xs, ys, cands, cv, seed, layout)
+    ranked, stacked = models.search(client, Xs, ys, cands, cv, seed, layout, device, gpu["resources"])
     seconds["search"] = time.perf_counter() - t0
     best = ranked[0]["params"]
     n_searched = min(n_train, search_rows) if large else n_train
@@ -236,11 +242,11 @@ def run(
     data_parallel = large or (model == "xgboost" and n_workers > 1)
     if data_parallel:
         df = tfidf.df_.compute() if best["kind"] == "xgboost" and not layout else None
-        fitted = scale.fit(client, X_train, y_train, best, seed, df, layout)
+        fitted = scale.fit(client, X_train, y_train, best, seed, df, layout, gpu["dask_device"])
     elif best["kind"] == "stack":  # fitted during the search, to score it
         fitted = stacked
     else:
-        fitted = models.refit(client, Xs, ys, best, seed, layout)
+        fitted = models.refit(client, Xs, ys, best, seed, layout, device, gpu["resources"])
     seconds["refit"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -264,6 +270,7 @@ def run(
         "chosen": report.chosen(ranked, n_searched, cv, features),
         "candidates": ranked,
         "data_parallel_refit": data_parallel,
+        "xgboost_device": {"device": gpu["dask_device"] if data_parallel else gpu["device"], "why": gpu["why"]},
         "data": info,
         "params": p,
     }

@@ -19,6 +19,7 @@ the TF-IDF (the data-parallel path, and callers that build their own matrices).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import dask
@@ -28,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_test_split
 
+import sentiment_device as devices
 import sentiment_stack as stack
 from sentiment_stack import DENSE, nb_ratio  # one definition, shared with the stack
 
@@ -99,6 +101,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         max_bin=32,  # 32 bins instead of 256: 2-4x faster here, the same AUC within noise
         layout=None,
         random_state=0,
+        device="auto",  # XGBoost: the worker's GPU where it offers one (sentiment_device), or "cpu"
     ):
         self.kind = kind
         self.alpha = alpha
@@ -112,6 +115,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         self.max_bin = max_bin
         self.layout = layout
         self.random_state = random_state
+        self.device = device
 
     def fit(self, X, y):
         X, y = sparse.csr_matrix(X), np.asarray(y)
@@ -125,7 +129,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         elif self.kind == "xgboost":
             self._fit_xgboost(X, y)
         elif self.kind == "stack":
-            self.model_ = stack.Stack(self.layout, self.random_state).fit(X, y)
+            self.model_ = stack.Stack(self.layout, self.random_state, self.device).fit(X, y)
         else:
             raise ValueError(f"model: unknown kind {self.kind!r}")
         return self
@@ -149,9 +153,10 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
             Z, y, test_size=0.1, stratify=y, random_state=self.random_state
         )
         params = xgboost_params(self.get_params(), self.random_state)
-        self.model_ = xgboost.XGBClassifier(
-            n_jobs=1, early_stopping_rounds=EARLY_STOPPING_ROUNDS, **params
-        ).fit(Z_fit, y_fit, eval_set=[(Z_val, y_val)], verbose=False)
+        self.device_ = devices.fit_device(self.device)
+        self.model_ = devices.for_prediction(xgboost.XGBClassifier(
+            n_jobs=1, early_stopping_rounds=EARLY_STOPPING_ROUNDS, device=self.device_, **params
+        ).fit(Z_fit, y_fit, eval_set=[(Z_val, y_val)], verbose=False))
 
     def _linear_input(self, X):
         return X if self.ratio_ is None else sparse.csr_matrix(X @ sparse.diags(self.ratio_))
@@ -199,7 +204,8 @@ def grid(cands: list[dict]) -> list[dict]:
     return [{k: [v] for k, v in c.items()} for c in cands]
 
 
-def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None):
+def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None, device="auto",
+           resources=None):
     """Cross-validated ROC AUC of every candidate, best first, and the stack fitted on all rows (a
     future) when it was a candidate, else None.
 
@@ -208,6 +214,7 @@ def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None):
     so its meta-learner's AUC over `cv` folds of them is its cross-validated AUC, and the stack
     fitted for it is the one the job keeps. X and y are Delayed objects (a CSR matrix and its
     labels, assembled on a worker), so the data goes from worker to worker, never via the client.
+    `device` and `resources`: where XGBoost trains, see `refit` and sentiment_device.
     """
     from dask_ml.model_selection import GridSearchCV
 
@@ -215,7 +222,7 @@ def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None):
     ranked, stacked = [], None
     if others:
         search = GridSearchCV(
-            SentimentClassifier(random_state=seed, layout=layout),
+            SentimentClassifier(random_state=seed, layout=layout, device=device),
             grid(others),
             scoring="roc_auc",
             cv=cv_splitter(cv, seed),
@@ -227,7 +234,7 @@ def search(client, X, y, cands: list[dict], cv: int, seed: int, layout=None):
         search.fit(X, y)
         ranked = summarize(search.cv_results_)
     if len(others) < len(cands):
-        stacked = refit(client, X, y, dict(STACK), seed, layout)
+        stacked = refit(client, X, y, dict(STACK), seed, layout, device, resources)
         ranked = rank([*ranked, client.submit(stack_entry, stacked, cv).result()])
     return ranked, stacked
 
@@ -256,12 +263,12 @@ def summarize(results: dict) -> list[dict]:
     ]
 
 
-def make_model(params: dict, seed: int, layout=None) -> SentimentClassifier:
-    return SentimentClassifier(random_state=seed, layout=layout).set_params(**params)
+def make_model(params: dict, seed: int, layout=None, device="auto") -> SentimentClassifier:
+    return SentimentClassifier(random_state=seed, layout=layout, device=device).set_params(**params)
 
 
-def _fit(params, seed, X, y, layout=None):
-    return make_model(params, seed, layout).fit(X, y)
+def _fit(params, seed, X, y, layout=None, device="auto"):
+    return make_model(params, seed, layout, device).fit(X, y)
 
 
 def _assemble(params, seed, layout, X, y, results):
@@ -275,14 +282,25 @@ def _positive_proba(model, X):
     return model.predict_proba(X)[:, 1]
 
 
-def refit(client, X, y, params: dict, seed: int, layout=None):
+def _placed(xgboost: bool, resources):
+    """Build the tasks of an XGBoost fit asking for `resources` (a GPU, see sentiment_device), if any."""
+    return dask.annotate(resources=resources) if xgboost and resources else contextlib.nullcontext()
+
+
+def refit(client, X, y, params: dict, seed: int, layout=None, device="auto", resources=None):
     """The best candidate fitted on the whole training split, as a future on a worker. The stack's
-    independent fits (base model x fold) are one task each, spread over the workers."""
+    independent fits (base model x fold) are one task each, spread over the workers. XGBoost fits
+    ask for `resources` when given (the workers with a usable GPU) and use `device` there."""
     if params["kind"] == "stack":
-        fits = [dask.delayed(stack.fit_one)(t, X, y, layout, seed) for t in stack.fit_tasks(layout)]
+        fits, token = [], dask.base.tokenize(X, y, layout, seed, device)
+        for name, fold in stack.fit_tasks(layout):  # keys that say which fit a task is, on the dashboard too
+            key = f"stack-fit-{name}-{'all' if fold is None else fold}-{token}"
+            with _placed(name == "xgb", resources):
+                fits.append(dask.delayed(stack.fit_one)((name, fold), X, y, layout, seed, device, dask_key_name=key))
         model = client.compute(dask.delayed(_assemble)(params, seed, layout, X, y, fits))
     else:
-        model = client.compute(dask.delayed(_fit)(params, seed, X, y, layout))
+        with _placed(params["kind"] == "xgboost", resources):
+            model = client.compute(dask.delayed(_fit)(params, seed, X, y, layout, device))
     model.result()  # wait here so the time is the refit's; the model itself stays on the worker
     return model
 

@@ -52,9 +52,10 @@ def _scale(block, ratio):
 class LargeXGBoost:
     """DaskXGBClassifier on the dense pretrained columns when the layout has them, else on the
     top_features most frequent columns of the training split. n_estimators is the searched one
-    (no early stopping here: the held-out tenth would have to be cut out of every worker's blocks)."""
+    (no early stopping here: the held-out tenth would have to be cut out of every worker's blocks).
+    `device`: "cuda" only when every worker has a usable GPU (sentiment_device.plan's dask_device)."""
 
-    def __init__(self, client, params: dict, seed: int, df, layout=None):
+    def __init__(self, client, params: dict, seed: int, df, layout=None, device="cpu"):
         import xgboost.dask
 
         full = models.make_model(params, seed).get_params()
@@ -63,7 +64,7 @@ class LargeXGBoost:
             self.columns = np.concatenate([np.arange(a, b) for a, b in dense])
         else:
             self.columns = models.top_columns(df, int(full["top_features"]))
-        self.model = xgboost.dask.DaskXGBClassifier(**models.xgboost_params(full, seed))
+        self.model = xgboost.dask.DaskXGBClassifier(device=device, **models.xgboost_params(full, seed))
         self.model.client = client
 
     def _input(self, X):
@@ -118,7 +119,7 @@ class LargeLinear:
         return self.model.predict_proba(self._input(X))[:, 1].compute()
 
 
-def fit(client, X: da.Array, y: da.Array, params: dict, seed: int, df, layout=None):
+def fit(client, X: da.Array, y: da.Array, params: dict, seed: int, df, layout=None, device="cpu"):
     if params["kind"] == "xgboost":
-        return LargeXGBoost(client, params, seed, df, layout).fit(X, y)
+        return LargeXGBoost(client, params, seed, df, layout, device).fit(X, y)
     return LargeLinear(client, params, seed).fit(X, y)

@@ -30,6 +30,8 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+import sentiment_device as devices
+
 FOLDS = 3
 DENSE = ("vader", "glove", "e5", "lowercase")
 
@@ -63,14 +65,15 @@ def _dense(X, layout) -> np.ndarray:
     return np.hstack([columns(X, layout[k]).toarray() for k in DENSE if k in layout])
 
 
-def fit_base(name: str, X, y, layout: dict, seed: int):
-    """One fitted base model: a small tuple that `score_base` understands."""
+def fit_base(name: str, X, y, layout: dict, seed: int, device: str = "auto"):
+    """One fitted base model: a small tuple that `score_base` understands. `device`: where XGBoost
+    trains (sentiment_device.fit_device)."""
     if name.endswith("_src"):  # one model per source, each on its own rows
         flag, fitted = _flag(X, layout), {}
         for side in (False, True):
             rows = np.flatnonzero(flag == side)
             if len(np.unique(y[rows])) == 2:
-                fitted[side] = fit_base(name[:-4], X[rows], y[rows], layout, seed)
+                fitted[side] = fit_base(name[:-4], X[rows], y[rows], layout, seed, device)
         return fitted
     if name == "xgb":
         import xgboost  # only where the stack has dense columns: the import costs a second
@@ -82,9 +85,9 @@ def fit_base(name: str, X, y, layout: dict, seed: int):
         model = xgboost.XGBClassifier(
             n_estimators=600, max_depth=4, learning_rate=0.05, subsample=0.8, colsample_bytree=0.7,
             tree_method="hist", n_jobs=1, early_stopping_rounds=30, eval_metric="logloss",
-            random_state=seed,
+            random_state=seed, device=devices.fit_device(device),
         )  # fmt: skip
-        return (model.fit(Z_fit, y_fit, eval_set=[(Z_val, y_val)], verbose=False),)
+        return (devices.for_prediction(model.fit(Z_fit, y_fit, eval_set=[(Z_val, y_val)], verbose=False)),)
     if name in ("lr", "nblr", "cnb"):
         T = columns(X, layout["tfidf"])
         if name == "cnb":
@@ -152,14 +155,14 @@ def fit_tasks(layout: dict) -> list[tuple[str, int | None]]:
     return [(name, f) for name in base_names(layout) for f in [*range(FOLDS), None]]
 
 
-def fit_one(task, X, y, layout: dict, seed: int):
+def fit_one(task, X, y, layout: dict, seed: int, device: str = "auto"):
     """One independent fit: (task, out-of-fold scores or None, fitted model or None)."""
     name, fold = task
     X, y = sparse.csr_matrix(X), np.asarray(y)
     if fold is None:
-        return task, None, fit_base(name, X, y, layout, seed)
+        return task, None, fit_base(name, X, y, layout, seed, device)
     train, held = folds(y, seed)[fold]
-    fitted = fit_base(name, X[train], y[train], layout, seed)
+    fitted = fit_base(name, X[train], y[train], layout, seed, device)
     return task, (held, score_base(name, fitted, X[held], layout)), None
 
 
@@ -177,8 +180,8 @@ def meta_features(scores: np.ndarray, X, layout: dict) -> np.ndarray:
 class Stack:
     """The fitted ensemble: base models fitted on all rows, and the meta-learner."""
 
-    def __init__(self, layout: dict, seed: int):
-        self.layout, self.seed = layout, seed
+    def __init__(self, layout: dict, seed: int, device: str = "auto"):
+        self.layout, self.seed, self.device = layout, seed, device
 
     def assemble(self, results, X, y) -> "Stack":
         names = base_names(self.layout)
@@ -211,7 +214,7 @@ class Stack:
 
     def fit(self, X, y) -> "Stack":
         X, y = sparse.csr_matrix(X), np.asarray(y)
-        results = [fit_one(t, X, y, self.layout, self.seed) for t in fit_tasks(self.layout)]
+        results = [fit_one(t, X, y, self.layout, self.seed, self.device) for t in fit_tasks(self.layout)]
         return self.assemble(results, X, y)
 
     def predict_proba(self, X) -> np.ndarray:

@@ -161,6 +161,7 @@ def test_nb_ratio_and_both_model_kinds_fit():
         ({"cv": 1}, "cv"),
         ({"data": "synthetic:0"}, "data"),
         ({"data": ""}, "data"),
+        ({"device": "gpu"}, "device"),
     ],
 )
 def test_invalid_parameters_raise_valueerror_naming_them(params, name):
