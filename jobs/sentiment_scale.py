@@ -49,10 +49,22 @@ def _scale(block, ratio):
     return sparse.csr_matrix(sparse.csr_matrix(block) @ sparse.diags(ratio))
 
 
+def _rows(block, held: bool):
+    """Every tenth row of a block (held) or the others: the early-stopping rows of the data-parallel
+    XGBoost, cut out of each block where it is, so no rows move."""
+    return block[(np.arange(block.shape[0]) % 10 == 9) == held]
+
+
+def split_tenth(A: da.Array, held: bool) -> da.Array:
+    chunks = tuple(n // 10 if held else n - n // 10 for n in A.chunks[0])
+    return A.map_blocks(_rows, held, chunks=(chunks, *A.chunks[1:]), dtype=A.dtype, meta=A._meta)
+
+
 class LargeXGBoost:
     """DaskXGBClassifier on the dense pretrained columns when the layout has them, else on the
-    top_features most frequent columns of the training split. n_estimators is the searched one
-    (no early stopping here: the held-out tenth would have to be cut out of every worker's blocks).
+    top_features most frequent columns of the training split: at most the searched n_estimators,
+    with early stopping on every tenth row of each block (the rows were already shuffled by the
+    split's hash), as the search's fits stop on a tenth of theirs.
     `device`: "cuda" only when every worker has a usable GPU (sentiment_device.plan's dask_device)."""
 
     def __init__(self, client, params: dict, seed: int, df, layout=None, device="cpu"):
@@ -64,7 +76,9 @@ class LargeXGBoost:
             self.columns = np.concatenate([np.arange(a, b) for a, b in dense])
         else:
             self.columns = models.top_columns(df, int(full["top_features"]))
-        self.model = xgboost.dask.DaskXGBClassifier(device=device, **models.xgboost_params(full, seed))
+        self.model = xgboost.dask.DaskXGBClassifier(
+            device=device, early_stopping_rounds=models.EARLY_STOPPING_ROUNDS, **models.xgboost_params(full, seed)
+        )
         self.model.client = client
 
     def _input(self, X):
@@ -74,7 +88,13 @@ class LargeXGBoost:
         )  # fmt: skip
 
     def fit(self, X, y):
-        self.model.fit(self._input(X), y)
+        Z = self._input(X)
+        if sum(n // 10 for n in X.chunks[0]) == 0:  # too few rows to hold any out
+            self.model.set_params(early_stopping_rounds=None)
+            self.model.fit(Z, y)
+            return self
+        held = (split_tenth(Z, True), split_tenth(y, True))
+        self.model.fit(split_tenth(Z, False), split_tenth(y, False), eval_set=[held], verbose=False)
         return self
 
     def predict(self, X) -> np.ndarray:

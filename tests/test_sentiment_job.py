@@ -208,3 +208,29 @@ def test_local_runner_rejects_a_bad_parameter_in_one_line(param, message):
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(JOBS.parent)})
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(message), proc.stderr
+
+
+def test_data_parallel_xgboost_stops_early_on_a_tenth_of_each_block(client):
+    """xgboost.dask's refit holds out every tenth row of each block, where it lies, for early stopping."""
+    import dask.array as da
+    import numpy as np
+    from scipy import sparse
+
+    import sentiment_scale as scale
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600)
+    dense = np.column_stack([y + rng.normal(0, 0.8, 600), rng.normal(size=600)])
+    X = da.from_array(sparse.csr_matrix(dense), chunks=(150, 2), asarray=False)
+    Y = da.from_array(y, chunks=150)
+    held, kept = scale.split_tenth(Y, True), scale.split_tenth(Y, False)
+    assert held.chunks == ((15,) * 4,) and kept.chunks == ((135,) * 4,)
+    assert sorted(np.concatenate([held.compute(), kept.compute()])) == sorted(y)
+    assert scale.split_tenth(X, True).compute().shape == (60, 2)
+
+    params = {"kind": "xgboost", "n_estimators": 200, "max_depth": 3, "learning_rate": 0.3, "subsample": 1.0,
+              "colsample_bytree": 1.0, "top_features": 2000}
+    fitted = scale.LargeXGBoost(client, params, 0, np.array([600.0, 600.0]), None).fit(X, Y)
+    curve = fitted.model.evals_result()["validation_0"]["logloss"]
+    assert len(curve) < 200 and fitted.model.best_iteration < len(curve)  # stopped, on the held rows
+    assert fitted.predict(X).shape == (600,)
