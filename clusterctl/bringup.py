@@ -62,11 +62,12 @@ class StartFailed(PreflightFailed):
 
 
 async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None = None,
-             rotate_certs: bool = False) -> UpResult:
+             rotate_certs: bool = False, parallel: int | None = None) -> UpResult:
     """Bring the cluster to what ``inv`` describes. Raises ``PreflightFailed`` before starting anything
     when a reachable host is misconfigured; returns a result whose ``exit_code`` is 3 when some hosts
     failed; raises ``ClusterctlError`` when the scheduler could not be started (everything this run
-    started is stopped first)."""
+    started is stopped first). ``parallel``: hosts in flight at once for this run, instead of the
+    inventory's ``parallel:`` (which is what the state records)."""
     say = progress or (lambda *a, **k: None)
     inv = sync.apply(inv)  # the environments 'clusterctl sync' made, where it made them
     if rotate_certs and inv.tls.mode != "auto":
@@ -84,7 +85,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
         result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
                           dashboard_url=cluster.dashboard_url, rows=[], client_versions=client)
         _warn(inv, client_tls, result)
-        async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
+        async with Pool(states.home() / "known_hosts", parallel or inv.parallel) as pool:
             agents = Agents(pool)
             say("connect", hosts=len({current.host(r.host).key for r in current.processes}
                                      | {h.key for h in inv.hosts()}))
@@ -109,11 +110,11 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             return await _apply(agents, cluster, current, the_plan, result, checked.unreachable, timeout, say)
 
 
-async def check(inv: Inventory, *, progress: Progress | None = None) -> UpResult:
+async def check(inv: Inventory, *, progress: Progress | None = None, parallel: int | None = None) -> UpResult:
     """``up --check``: probe every host as up does before it starts anything (reachable, python, dask
     and distributed against this machine, free ports, the workdir) and report; start, stop, write and
     record nothing. ``exit_code``: 0 when up could start everything, 1 when a host needs fixing, 3
-    when hosts are only unreachable."""
+    when hosts are only unreachable. ``parallel``: as for ``up``."""
     say = progress or (lambda *a, **k: None)
     inv = sync.apply(inv)
     client = preflight.client_versions()
@@ -126,7 +127,7 @@ async def check(inv: Inventory, *, progress: Progress | None = None) -> UpResult
         address = address.replace("tcp://", "tls://", 1)
     result = UpResult(cluster=inv.name, scheduler_address=address, dashboard_url=cluster.dashboard_url, rows=[],
                       client_versions=client)
-    async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
+    async with Pool(states.home() / "known_hosts", parallel or inv.parallel) as pool:
         say("connect", hosts=len(inv.hosts()))
         checked = await preflight.run(Agents(pool), cluster, current, client, say)
     result.rows, result.problems, result.warnings = checked.rows, list(checked.problems), list(checked.warnings)
