@@ -243,7 +243,11 @@ async def sync(inv: Inventory, *, progress: Progress | None = None, parallel: in
         await pool.open([h for h, _, _ in places.values()])
         facts_of: dict[str, dict] = {}
         rows: dict[str, HostSync] = {}
-        reached = {h: (pool.get(host), base) for h, (host, base, _) in places.items() if pool.get(host) is not None}
+        reached: dict[str, tuple[Transport, str]] = {}
+        for host_id, (host, base, _) in places.items():
+            transport = pool.get(host)
+            if transport is not None:
+                reached[host_id] = (transport, base)
 
         async def facts(transport: Transport, base: str) -> Completed:
             async with pool.slots:
