@@ -34,8 +34,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lab import Lab, lab_prerequisites  # noqa: E402
+from lab_inventory import lab_inventory  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -56,16 +58,6 @@ def host_python(folder: Path) -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
     (Path(site) / "host-packages.pth").write_text("".join(p + "\n" for p in paths))
     return str(folder / "bin" / "python")
-
-
-def inventory(lab: Lab, workdir: Path, n: int, tls: bool, python: str) -> str:
-    s = lab.hosts[0]
-    lines = ["name: bench", *([] if tls else ["tls: off"]), "defaults:", "  user: root",
-             f"  identity_file: {lab.key}", f"  python: {python}", f"  workdir: {workdir}",
-             "scheduler:", f"  host: {s.addr}", "  port: 8786", "  dashboard_port: 8787", "workers:"]
-    for h in lab.hosts[1:n + 1]:
-        lines += [f"  - host: {h.addr}", "    nthreads: 1"]
-    return "\n".join(lines) + "\n"
 
 
 def busy() -> float:
@@ -89,7 +81,7 @@ def timed(argv: list[str], env: dict, cwd: Path | None = None) -> tuple[float, f
 
 def run_clusterctl(lab: Lab, n: int, tls: bool, tmp: Path, python: str) -> dict[str, float]:
     inv = tmp / f"bench-{n}-{tls}.yaml"
-    inv.write_text(inventory(lab, tmp / "work", n, tls, python))
+    inv.write_text(lab_inventory(lab, tmp / "work", lab.hosts[1:n + 1], python, tls=tls))
     env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / "home"), "PYTHONPATH": str(ROOT)}  # this checkout's
     cli = [PYTHON, "-m", "clusterctl"]
     up, up_cpu = timed(cli + ["up", str(inv)], env)

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bringup import PYTHON, host_python, inventory, machine, timed  # noqa: E402
+from bringup import PYTHON, host_python, machine, timed  # noqa: E402
 from lab import Lab, lab_prerequisites  # noqa: E402
+from lab_inventory import lab_inventory  # noqa: E402
 
 STEPS = ("up", "up_cpu", "noop_up", "status", "down")
 
@@ -37,10 +38,8 @@ STEPS = ("up", "up_cpu", "noop_up", "status", "down")
 def one_round(name: str, tree: Path, lab: Lab, tmp: Path, workers: int, tls: bool, python: str,
               start_method: str | None) -> dict:
     inv = tmp / f"{name}.yaml"
-    text = inventory(lab, tmp / "work", workers, tls, python).replace("name: bench", f"name: ab-{name}")
-    if start_method:
-        text = text.replace("defaults:\n", f"defaults:\n  start_method: {start_method}\n")
-    inv.write_text(text)
+    inv.write_text(lab_inventory(lab, tmp / "work", lab.hosts[1:workers + 1], python, name=f"ab-{name}", tls=tls,
+                                 start_method=start_method))
     # Each variant's clusterctl first on the path, whatever the environment has installed.
     env = {**os.environ, "CLUSTERCTL_HOME": str(tmp / f"home-{name}"), "PYTHONPATH": str(tree)}
     cli = [PYTHON, "-m", "clusterctl"]

@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bringup import PYTHON, busy, host_python, inventory  # noqa: E402
+from bringup import PYTHON, busy, host_python  # noqa: E402
 from lab import Lab, _children, lab_prerequisites  # noqa: E402
+from lab_inventory import lab_inventory  # noqa: E402
 
 CGROUPS = Path("/sys/fs/cgroup/cpuacct")
 
@@ -113,7 +114,8 @@ def main() -> int:
                     (groups[h.name] / "cgroup.procs").write_text(str(pid))
             client.mkdir()
             inv = Path(tmp) / "inventory.yaml"
-            inv.write_text(inventory(lab, Path(tmp) / "work", n, False, host_python(Path(tmp) / "host-python")))
+            python = host_python(Path(tmp) / "host-python")
+            inv.write_text(lab_inventory(lab, Path(tmp) / "work", lab.hosts[1:n + 1], python, tls=False))
             env = {**os.environ, "CLUSTERCTL_HOME": str(Path(tmp) / "home"), "PYTHONPATH": str(ROOT)}
             for _ in range(args.repeat):
                 profile(groups, client, [PYTHON, "-m", "clusterctl", "up", str(inv)], env)

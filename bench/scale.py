@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bringup import host_python  # noqa: E402
 from lab import Lab, lab_prerequisites  # noqa: E402
+from lab_inventory import lab_inventory  # noqa: E402
 
 
 def run(argv: list[str], env: dict) -> dict:
@@ -50,13 +51,9 @@ def run(argv: list[str], env: dict) -> dict:
 
 
 def inventory(lab: Lab, workdir: Path, hosts: list, python: str, name: str) -> str:
-    s = lab.hosts[0]
-    lines = [f"name: {name}", "tls: off", "defaults:", "  user: root", f"  identity_file: {lab.key}",
-             f"  python: {python}", f"  workdir: {workdir}", "  connect_timeout: 10",
-             "scheduler:", f"  host: {s.addr}", "  port: 8786", "  dashboard_port: 8787", "workers:"]
-    for h in hosts:
-        lines += [f"  - host: {h.addr}", "    nthreads: 1", "    nanny: false", "    memory_limit: 1GiB"]
-    return "\n".join(lines) + "\n"
+    """One worker process per host, no nanny, one thread; tls: off (see the module's docstring)."""
+    return lab_inventory(lab, workdir, hosts, python, name=name, tls=False, nanny=False, memory_limit="1GiB",
+                         connect_timeout=10)
 
 
 def main() -> int:

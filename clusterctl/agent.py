@@ -414,17 +414,20 @@ def _spawn(proc):
 
 
 def _this_python(program, proc):
-    """Whether ``program`` is the interpreter this agent runs with: the one its session started it
-    with (the last word of its command line: ``python3``, a venv's, a wrapper script), or the same
-    file."""
+    """Whether ``program`` is the interpreter this agent's session started it as (the last word of
+    its command line: ``python3``, a venv's, a wrapper script), or the same file (a link to it)."""
     import shutil
 
-    if program in (sys.argv[2:3] + getattr(sys, "orig_argv", [])[:1]):
+    if len(sys.argv) < 3:  # started without naming its interpreter: it starts nothing
+        return False
+    named = sys.argv[2]
+    if program == named:
         return True
     env = {**proc.get("env_default", {}), **os.environ, **proc.get("env", {})}  # as _spawn makes it
     found = shutil.which(program, path=env.get("PATH", os.defpath))
+    mine = shutil.which(named)  # as the login shell found it
     try:
-        return found is not None and os.path.samefile(found, sys.executable)
+        return found is not None and mine is not None and os.path.samefile(found, mine)
     except OSError:
         return False
 

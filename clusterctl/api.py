@@ -7,13 +7,14 @@ do the work of the commands and return their results; failures are ``ClusterctlE
 here prints or exits.
 
 Each function runs its SSH work on an event loop of its own, in a thread of its own when the caller
-already runs one (a Jupyter kernel does), so the same calls work in scripts and notebooks.
+already runs one (a Jupyter kernel does), so the same calls work in scripts and notebooks. Those that
+contact hosts take ``parallel``: the hosts in flight at once, instead of the inventory's (or the
+recorded) ``parallel:``, as ``--parallel`` does for the commands.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import contextlib
 import os
 import threading
@@ -55,7 +56,7 @@ def _sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="clusterctl-api")
+    thread = threading.Thread(target=run, name="clusterctl-api")
     thread.start()
     thread.join()
     if "error" in outcome:
@@ -264,24 +265,26 @@ class Cluster(DaskCluster):
 
 
 def run_up(inventory: str | os.PathLike, *, timeout: float = 60.0, rotate_certs: bool = False,
-           progress: Progress | None = None) -> UpResult:
+           progress: Progress | None = None, parallel: int | None = None) -> UpResult:
     """Bring the cluster of ``inventory`` up (as ``clusterctl up``) and return the ``bringup.UpResult``,
     whose ``exit_code`` is 3 when some hosts failed. Raises ``ClusterctlError`` when nothing could
     start (``result`` on the error holds the per-host report)."""
     from clusterctl import bringup as ups, inventory as inventories
 
     inv = inventories.load(inventory)
-    return _sync(lambda: ups.up(inv, timeout=timeout, progress=progress, rotate_certs=rotate_certs))
+    return _sync(lambda: ups.up(inv, timeout=timeout, progress=progress, rotate_certs=rotate_certs,
+                                parallel=parallel))
 
 
-def check(inventory: str | os.PathLike, *, progress: Progress | None = None) -> UpResult:
+def check(inventory: str | os.PathLike, *, progress: Progress | None = None,
+          parallel: int | None = None) -> UpResult:
     """Probe every host of ``inventory`` as ``up`` does before starting anything, and report (as
     ``clusterctl up --check``): ``rows`` per host, ``problems``, ``exit_code`` 0, 1 (a host needs
     fixing) or 3 (hosts unreachable). Starts, writes and records nothing."""
     from clusterctl import bringup as ups, inventory as inventories
 
     inv = inventories.load(inventory)
-    return _sync(lambda: ups.check(inv, progress=progress))
+    return _sync(lambda: ups.check(inv, progress=progress, parallel=parallel))
 
 
 class PartlyUp(ClusterctlError):
@@ -296,17 +299,17 @@ class PartlyUp(ClusterctlError):
 
 
 def up(inventory: str | os.PathLike, *, timeout: float = 60.0, rotate_certs: bool = False,
-       allow_partial: bool = False, progress: Progress | None = None) -> Cluster:
+       allow_partial: bool = False, progress: Progress | None = None, parallel: int | None = None) -> Cluster:
     """Bring the cluster of ``inventory`` up and return it, connected. Idempotent, as the command:
     what already runs is kept. Raises ``PartlyUp`` when some hosts failed, unless ``allow_partial``."""
-    result = run_up(inventory, timeout=timeout, rotate_certs=rotate_certs, progress=progress)
+    result = run_up(inventory, timeout=timeout, rotate_certs=rotate_certs, progress=progress, parallel=parallel)
     if result.exit_code != 0 and not allow_partial:
         raise PartlyUp(result)
     return Cluster.from_name(result.cluster)
 
 
 def run_down(name: str | None = None, *, force: bool = False, inventory: str | os.PathLike | None = None,
-             grace: float = 10.0) -> DownResult:
+             grace: float = 10.0, parallel: int | None = None) -> DownResult:
     """Stop the cluster (as ``clusterctl down``) and return the ``teardown.DownResult``; its ``exit_code``
     is not 0 when something was left running or a host did not answer."""
     from clusterctl import inventory as inventories, teardown as downs
@@ -317,7 +320,7 @@ def run_down(name: str | None = None, *, force: bool = False, inventory: str | o
     chosen = name or (inv.name if inv else None) or states.current()
     if chosen is None:
         return downs.DownResult(cluster="(none)", nothing=True)
-    return _sync(lambda: downs.down(chosen, force=force, inventory=inv, grace=grace))
+    return _sync(lambda: downs.down(chosen, force=force, inventory=inv, grace=grace, parallel=parallel))
 
 
 class NotDown(ClusterctlError):
@@ -331,22 +334,22 @@ class NotDown(ClusterctlError):
 
 
 def down(name: str | None = None, *, force: bool = False, inventory: str | os.PathLike | None = None,
-         grace: float = 10.0) -> DownResult:
+         grace: float = 10.0, parallel: int | None = None) -> DownResult:
     """Retire the workers, stop every process, verify every host, forget the cluster. Returns the
     ``teardown.DownResult``; raises ``NotDown`` unless every host was verified clean."""
-    result = run_down(name, force=force, inventory=inventory, grace=grace)
+    result = run_down(name, force=force, inventory=inventory, grace=grace, parallel=parallel)
     if result.exit_code != 0:
         raise NotDown(result)
     return result
 
 
-def status(name: str | None = None) -> StatusReport:
+def status(name: str | None = None, *, parallel: int | None = None) -> StatusReport:
     """The cluster's health (``health.StatusReport``: ``healthy``, the scheduler, every worker), as
     ``clusterctl status`` shows it. An unhealthy cluster is a report, not an error."""
     from clusterctl import health as statuses
 
     current = load(name)
-    return _sync(lambda: statuses.collect(current))
+    return _sync(lambda: statuses.collect(current, parallel=parallel))
 
 
 # -- detached jobs --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from clusterctl.errors import FAILED, OK, PARTIAL, ClusterctlError, UsageError
 from clusterctl.inventory import SECRET_RE, Inventory
 from clusterctl.plan import Plan, plan
 from clusterctl.preflight import HostRow
-from clusterctl.spec import ClusterSpec, ProcessSpec
+from clusterctl.spec import ClusterSpec, ProcessSpec, TlsFiles
 from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
 
@@ -62,29 +62,25 @@ class StartFailed(PreflightFailed):
 
 
 async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None = None,
-             rotate_certs: bool = False) -> UpResult:
+             rotate_certs: bool = False, parallel: int | None = None) -> UpResult:
     """Bring the cluster to what ``inv`` describes. Raises ``PreflightFailed`` before starting anything
     when a reachable host is misconfigured; returns a result whose ``exit_code`` is 3 when some hosts
     failed; raises ``ClusterctlError`` when the scheduler could not be started (everything this run
-    started is stopped first)."""
+    started is stopped first). ``parallel``: hosts in flight at once for this run, instead of the
+    inventory's ``parallel:`` (which is what the state records)."""
     say = progress or (lambda *a, **k: None)
-    inv = sync.apply(inv)  # the environments 'clusterctl sync' made, where it made them
     if rotate_certs and inv.tls.mode != "auto":
         raise UsageError(f"--rotate-certs: cluster {inv.name} uses tls: {inv.tls.mode}; clusterctl rotates"
                          " only the certificates it made (tls: auto). Replace your files, then run up")
-    client = preflight.client_versions()
     with states.locked(inv.name):
-        previous = states.load(inv.name)
+        previous = states.load(inv.name)  # before the certificates: an unreadable state rotates nothing
         tls_files, client_tls = tls.for_inventory(inv.tls, states.cluster_dir(inv.name), inv.name, rotate_certs)
-        cluster = specs.build(inv, tls_files)
-        current = _new_state(inv, cluster, previous, client)
+        inv, cluster, current, result = _wanted(inv, previous, tls_files)
         current.tls = client_tls
         new_certs = (previous is not None and previous.tls is not None and client_tls is not None
                      and previous.tls.get("fingerprint") != client_tls["fingerprint"])
-        result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
-                          dashboard_url=cluster.dashboard_url, rows=[], client_versions=client)
         _warn(inv, client_tls, result)
-        async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
+        async with Pool(states.home() / "known_hosts", parallel or inv.parallel) as pool:
             agents = Agents(pool)
             say("connect", hosts=len({current.host(r.host).key for r in current.processes}
                                      | {h.key for h in inv.hosts()}))
@@ -100,7 +96,7 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             # like any other record, so they are stopped if their host answers now.
             current.processes, current.detached = current.processes + current.detached, []
             say("preflight")
-            checked = await preflight.run(agents, cluster, current, client, say)
+            checked = await preflight.run(agents, cluster, current, result.client_versions, say)
             _refuse_if_unfit(checked, result)
             # An empty plan still goes through _apply: its wait returns at once if every worker
             # is registered, and waits for those that are alive but not registered yet.
@@ -109,29 +105,38 @@ async def up(inv: Inventory, *, timeout: float = 60.0, progress: Progress | None
             return await _apply(agents, cluster, current, the_plan, result, checked.unreachable, timeout, say)
 
 
-async def check(inv: Inventory, *, progress: Progress | None = None) -> UpResult:
+async def check(inv: Inventory, *, progress: Progress | None = None, parallel: int | None = None) -> UpResult:
     """``up --check``: probe every host as up does before it starts anything (reachable, python, dask
     and distributed against this machine, free ports, the workdir) and report; start, stop, write and
     record nothing. ``exit_code``: 0 when up could start everything, 1 when a host needs fixing, 3
-    when hosts are only unreachable."""
+    when hosts are only unreachable. ``parallel``: as for ``up``."""
     say = progress or (lambda *a, **k: None)
-    inv = sync.apply(inv)
-    client = preflight.client_versions()
-    cluster = specs.build(inv)
     previous = states.load(inv.name)  # a running cluster holds its own ports: they are not "in use"
-    current = _new_state(inv, cluster, previous, client)
+    inv, cluster, current, result = _wanted(inv, previous)
     current.processes = current.processes + current.detached
-    address = cluster.scheduler_address  # built without certificates (none are made): say the scheme up uses
-    if inv.tls.mode != "off":
-        address = address.replace("tcp://", "tls://", 1)
-    result = UpResult(cluster=inv.name, scheduler_address=address, dashboard_url=cluster.dashboard_url, rows=[],
-                      client_versions=client)
-    async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
+    if inv.tls.mode != "off":  # built without certificates (none are made): say the scheme up uses
+        result.scheduler_address = result.scheduler_address.replace("tcp://", "tls://", 1)
+    async with Pool(states.home() / "known_hosts", parallel or inv.parallel) as pool:
         say("connect", hosts=len(inv.hosts()))
-        checked = await preflight.run(Agents(pool), cluster, current, client, say)
+        checked = await preflight.run(Agents(pool), cluster, current, result.client_versions, say)
     result.rows, result.problems, result.warnings = checked.rows, list(checked.problems), list(checked.warnings)
     result.exit_code = FAILED if checked.failed_hosts else PARTIAL if checked.unreachable else OK
     return result
+
+
+def _wanted(inv: Inventory, previous: ClusterState | None,
+            tls_files: TlsFiles | None = None) -> tuple[Inventory, ClusterSpec, ClusterState, UpResult]:
+    """What up probes and then moves toward, the same for ``up`` and ``check``: ``inv`` with the
+    interpreters 'clusterctl sync' made, the cluster it asks for (``tls_files``: the certificates up
+    made; check makes none), the state to move from (``previous``'s records, the inventory's hosts)
+    and the result to report into. Writes nothing."""
+    inv = sync.apply(inv)
+    client = preflight.client_versions()
+    cluster = specs.build(inv, tls_files)
+    current = _new_state(inv, cluster, previous, client)
+    result = UpResult(cluster=inv.name, scheduler_address=cluster.scheduler_address,
+                      dashboard_url=cluster.dashboard_url, rows=[], client_versions=client)
+    return inv, cluster, current, result
 
 
 def _refuse_if_unfit(checked: preflight.Preflight, result: UpResult) -> None:

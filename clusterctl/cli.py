@@ -72,14 +72,6 @@ def _run(console: Console, work: Callable[[], Any],
     raise typer.Exit(code or 0)
 
 
-def _fanout(parallel: int | None) -> None:
-    """--parallel: the hosts in flight at once for this command, whatever the inventory says."""
-    if parallel is not None:
-        from clusterctl import transport
-
-        transport.PARALLEL.set(parallel)
-
-
 def _plain(obj: Any) -> Any:
     import dataclasses
 
@@ -108,21 +100,20 @@ def up(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import api, inventory as inventories
 
         if check:
             if run_setup or run_sync or rotate_certs:
                 raise UsageError("--check only probes the hosts: it does not go with --setup, --sync or --rotate-certs")
             with console.progress("checking") as progress:
-                checked = api.check(inventory, progress=progress)
+                checked = api.check(inventory, progress=progress, parallel=parallel)
             console.check_result(checked)
             return checked.exit_code
         inv = inventories.load(inventory)
         if run_setup and inv.setup:
             from clusterctl import ops, targets
 
-            done = asyncio.run(ops.setup(targets.from_inventory(inv), 1800.0, parallel=inv.parallel,
+            done = asyncio.run(ops.setup(targets.from_inventory(inv), 1800.0, parallel=parallel or inv.parallel,
                                          on_done=None if console.json else console.host_output))
             if done.exit_code != 0:
                 console.run_result(inv.name, "setup", f"{len(inv.setup)} command(s)", done)
@@ -131,13 +122,14 @@ def up(
         if run_sync:
             from clusterctl import sync
 
-            synced = asyncio.run(sync.sync(inv))
+            synced = asyncio.run(sync.sync(inv, parallel=parallel))
             if synced.exit_code != 0:
                 console.sync_result(synced)
                 console.line("sync failed on the host(s) above: nothing was started")
                 return synced.exit_code
         with console.progress("starting") as progress:
-            result = api.run_up(inventory, timeout=timeout, progress=progress, rotate_certs=rotate_certs)
+            result = api.run_up(inventory, timeout=timeout, progress=progress, rotate_certs=rotate_certs,
+                                parallel=parallel)
         console.up_result(result)
         return result.exit_code
 
@@ -156,12 +148,11 @@ def sync_command(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import inventory as inventories, sync
 
         inv = inventories.load(inventory)
         with console.progress("syncing") as progress:
-            result = asyncio.run(sync.sync(inv, progress=progress))
+            result = asyncio.run(sync.sync(inv, progress=progress, parallel=parallel))
         console.sync_result(result)
         return result.exit_code
 
@@ -177,10 +168,9 @@ def status(cluster: Optional[str] = CLUSTER, parallel: Optional[int] = PARALLEL,
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import api
 
-        report = api.status(cluster)
+        report = api.status(cluster, parallel=parallel)
         console.status(report)
         return report.exit_code
 
@@ -201,14 +191,13 @@ def logs(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import logs as process_logs, state
 
         current = state.require(cluster)
         records = process_logs.select(current, host, role)
         if follow:
             async def stream() -> None:
-                async for name, line in process_logs.follow(current, records, lines):
+                async for name, line in process_logs.follow(current, records, lines, parallel=parallel):
                     console.log_line(name, line)
 
             try:
@@ -216,7 +205,7 @@ def logs(
             except KeyboardInterrupt:  # Ctrl-C is how --follow ends
                 pass
             return 0
-        tails = asyncio.run(process_logs.tails(current, records, lines))
+        tails = asyncio.run(process_logs.tails(current, records, lines, parallel=parallel))
         if console.json:
             console.emit({"cluster": current.cluster, "logs": tails})
         else:
@@ -366,28 +355,29 @@ def down(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import api
 
         if inventory is not None and not force:
             raise UsageError("--inventory is only used with --force")
-        result = api.run_down(cluster, force=force, inventory=inventory, grace=grace)
+        result = api.run_down(cluster, force=force, inventory=inventory, grace=grace, parallel=parallel)
         console.down_result(result)
         return result.exit_code
 
     _run(console, work)
 
-def _targets(inventory: Optional[Path], cluster: Optional[str], hosts: Optional[str], role: Optional[str]):
-    """(cluster name, targets, inventory or None, its parallel:): the hosts of --inventory, else of the
-    running cluster."""
+def _targets(inventory: Optional[Path], cluster: Optional[str], hosts: Optional[str], role: Optional[str],
+             parallel: Optional[int]):
+    """(cluster name, targets, inventory or None, hosts in flight): the hosts of --inventory, else of
+    the running cluster; --parallel, else the inventory's (or the recorded) parallel:."""
     from clusterctl import inventory as inventories, state, targets
 
     wanted = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None
     if inventory is not None:
         inv = inventories.load(inventory)
-        return inv.name, targets.select(targets.from_inventory(inv), wanted, role), inv, inv.parallel
+        return inv.name, targets.select(targets.from_inventory(inv), wanted, role), inv, parallel or inv.parallel
     current = state.require(cluster)
-    return current.cluster, targets.select(targets.from_state(current), wanted, role), None, current.parallel
+    return (current.cluster, targets.select(targets.from_state(current), wanted, role), None,
+            parallel or current.parallel)
 
 
 HOSTS = typer.Option(None, "--hosts", help="Only these hosts: comma-separated host ids or addresses.")
@@ -417,10 +407,9 @@ def exec_(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import ops
 
-        name, targets, _, fanout = _targets(inventory, cluster, hosts, role)
+        name, targets, _, fanout = _targets(inventory, cluster, hosts, role, parallel)
         text = command[0] if len(command) == 1 else shlex.join(command)
         result = asyncio.run(ops.execute(targets, text, timeout, parallel=fanout,
                                          on_done=None if console.json else console.host_output))
@@ -446,10 +435,9 @@ def setup(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import ops
 
-        name, targets, inv, fanout = _targets(inventory, None, hosts, role)
+        name, targets, inv, fanout = _targets(inventory, None, hosts, role, parallel)
         if not inv.setup:
             console.line(f"{inventory}: no 'setup:' commands; nothing to do")
             return 0
@@ -477,10 +465,9 @@ def doctor(
     console = Console(json_output)
 
     def work() -> int:
-        _fanout(parallel)
         from clusterctl import doctor as doctors, spec, state
 
-        name, targets, inv, fanout = _targets(inventory, cluster, None, None)
+        name, targets, inv, fanout = _targets(inventory, cluster, None, None, parallel)
         if inv is not None:
             address = spec.build(inv).scheduler_address
             try:

@@ -61,11 +61,12 @@ class StatusReport:
     exit_code: int = FAILED  # 0 healthy, 1 scheduler down, 3 some workers down, unregistered or unreachable
 
 
-async def collect(current: ClusterState) -> StatusReport:
+async def collect(current: ClusterState, *, parallel: int | None = None) -> StatusReport:
     """Ask the scheduler which workers it sees, and the hosts only about the processes it does not
-    vouch for: the scheduler itself when it does not answer, a worker it has not heard from lately."""
+    vouch for: the scheduler itself when it does not answer, a worker it has not heard from lately.
+    ``parallel``: hosts in flight at once, instead of the recorded ``parallel:``."""
     scheduler = current.scheduler
-    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
+    async with Pool(states.home() / "known_hosts", parallel or current.parallel) as pool:
         view = None
         if scheduler is not None:
             host = current.host(scheduler.host)

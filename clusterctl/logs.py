@@ -22,16 +22,21 @@ def select(current: ClusterState, host: str | None, role: str | None) -> list[Pr
     return [r for r in current.processes if r.host in ids and (role is None or r.role == role)]
 
 
-async def tails(current: ClusterState, records: list[ProcessRecord], lines: int) -> dict[str, str]:
-    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
+async def tails(current: ClusterState, records: list[ProcessRecord], lines: int, *,
+                parallel: int | None = None) -> dict[str, str]:
+    """The last ``lines`` of each record's log, by process name. ``parallel``: hosts in flight at
+    once, instead of the recorded ``parallel:``."""
+    async with Pool(states.home() / "known_hosts", parallel or current.parallel) as pool:
         await pool.open([current.host(r.host) for r in records])
         return await processes.tail(Agents(pool), records, lambda r: current.host(r.host), lines=lines)
 
 
-async def follow(current: ClusterState, records: list[ProcessRecord], lines: int) -> AsyncIterator[tuple[str, str]]:
-    """(process name, line) from every selected log as it grows, until cancelled."""
+async def follow(current: ClusterState, records: list[ProcessRecord], lines: int, *,
+                 parallel: int | None = None) -> AsyncIterator[tuple[str, str]]:
+    """(process name, line) from every selected log as it grows, until cancelled; ``parallel`` as
+    for ``tails``."""
     queue: asyncio.Queue = asyncio.Queue()
-    async with Pool(states.home() / "known_hosts", current.parallel) as pool:
+    async with Pool(states.home() / "known_hosts", parallel or current.parallel) as pool:
         await pool.open([current.host(r.host) for r in records])
 
         async def pump(r: ProcessRecord) -> None:

@@ -231,18 +231,23 @@ def _wanted(filename: str, wanted: dict[str, str]) -> bool:
     return wanted.get(_canon(name)) == ver
 
 
-async def sync(inv: Inventory, *, progress: Progress | None = None) -> SyncResult:
-    """Make the environment on every host of ``inv``; record each host's interpreter for ``up``."""
+async def sync(inv: Inventory, *, progress: Progress | None = None, parallel: int | None = None) -> SyncResult:
+    """Make the environment on every host of ``inv``; record each host's interpreter for ``up``.
+    ``parallel``: hosts in flight at once, instead of the inventory's ``parallel:``."""
     say = progress or (lambda *a, **k: None)
     pinned = pins(inv.packages)
     result = SyncResult(cluster=inv.name, pins=pinned)
     places = _places(inv)  # host id -> (host, base python, workdir)
-    async with Pool(states.home() / "known_hosts", inv.parallel) as pool:
+    async with Pool(states.home() / "known_hosts", parallel or inv.parallel) as pool:
         say("connect", hosts=len(places))
         await pool.open([h for h, _, _ in places.values()])
         facts_of: dict[str, dict] = {}
         rows: dict[str, HostSync] = {}
-        reached = {h: (pool.get(host), base) for h, (host, base, _) in places.items() if pool.get(host) is not None}
+        reached: dict[str, tuple[Transport, str]] = {}
+        for host_id, (host, base, _) in places.items():
+            transport = pool.get(host)
+            if transport is not None:
+                reached[host_id] = (transport, base)
 
         async def facts(transport: Transport, base: str) -> Completed:
             async with pool.slots:

@@ -41,15 +41,16 @@ def state_from_inventory(inv: Inventory) -> ClusterState:
 
 
 async def down(name: str, *, force: bool = False, inventory: Inventory | None = None,
-               grace: float = 10.0) -> DownResult:
+               grace: float = 10.0, parallel: int | None = None) -> DownResult:
     """Stop the cluster and verify every host; forget it only when every host is clean. ``force``:
-    skip the scheduler (it may be dead); with ``inventory``, also when the state is lost."""
+    skip the scheduler (it may be dead); with ``inventory``, also when the state is lost.
+    ``parallel``: hosts in flight at once, instead of the recorded ``parallel:``."""
     with states.locked(name):
         current = _load(name, force, inventory)
         if current is None:
             return DownResult(cluster=name, nothing=True)
         result = DownResult(cluster=name)
-        async with Pool(states.home() / "known_hosts", current.parallel) as pool:
+        async with Pool(states.home() / "known_hosts", parallel or current.parallel) as pool:
             await pool.open([current.host(h) for h in current.hosts])
             await _stop_jobs(Agents(pool), current, result, force, grace)
             await _stop_everything(Agents(pool), current, result, force, grace)

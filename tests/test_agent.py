@@ -18,8 +18,8 @@ from clusterctl import agent, agent_session, preflight
 def _ask(*requests: dict) -> list[dict]:
     """Start an agent as ``up`` does, ask each request in turn on the same stdin."""
     lines = b"".join(json.dumps(r).encode() + b"\n" for r in requests)
-    done = subprocess.run([sys.executable, "-c", agent_session.BOOT, "clusterctl-agent"], input=agent_session.source() + lines,
-                          capture_output=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", agent_session.BOOT, "clusterctl-agent", sys.executable],
+                          input=agent_session.source() + lines, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     return [json.loads(line) for line in done.stdout.splitlines()]
 

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-from conftest import clean, prefixed  # noqa: E402
+from conftest import CLIENT_PYTHON, clean, prefixed  # noqa: E402
 
 
 def _most_at_once(log: Path) -> int:
@@ -46,6 +46,23 @@ def test_exec_keeps_at_most_parallel_hosts_in_flight(lab, ssh_cli, write_invento
     # 6 hosts, under the default of 64: all at once, but each starts once its own SSH handshake is done
     assert runs["default"] > 3, runs
     assert runs["flag"] == 2 and runs["inventory"] == 3 and runs["flag beats inventory"] == 1, runs
+
+
+def test_parallel_given_to_the_api_beats_the_inventory(lab, lab_home, write_inventory, tmp_path):
+    # Each host's agent starts through this python, inside the host's slot: its start/end lines
+    # show how many hosts were in flight at once.
+    log = tmp_path / "api.log"
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\n{_timed(log)}\nexec {CLIENT_PYTHON} \"$@\"\n")
+    python.chmod(0o755)
+    hosts = [h.addr for h in lab.hosts]
+    inv = write_inventory(hosts[1:], name="fanapi", top="parallel: 3")
+    inv.write_text(inv.read_text().replace(f"python: {CLIENT_PYTHON}", f"python: {python}"))
+    from clusterctl import api
+
+    checked = api.check(inv, parallel=2)
+    assert checked.exit_code == 0, checked.problems
+    assert _most_at_once(log) == 2
 
 
 def test_parallel_is_validated_and_recorded_for_commands_without_an_inventory(lab, ssh_cli, write_inventory,

@@ -112,11 +112,11 @@ def test_doctor_finds_a_lost_route_a_skewed_clock_and_a_full_disk(lab, ssh_cli, 
     # A host whose clock runs 30 s ahead, as its python sees it (time namespaces cannot move the
     # wall clock): the agent runs under an interpreter wrapper that shifts time.time().
     skewed = tmp_path / "python-skewed"
-    # Called as `python -c BOOT clusterctl-agent`: runs BOOT with time.time moved first (BOOT in a
-    # namespace of its own, as `python -c` gives it: its names do not replace the wrapper's).
+    # Called as `python -c BOOT clusterctl-agent PYTHON`: runs BOOT with time.time moved first (BOOT
+    # in a namespace of its own, as `python -c` gives it: its names do not replace the wrapper's).
     skewed.write_text("#!/bin/sh\nexec " + CLIENT_PYTHON + " -c 'import sys, time; t = time.time; "
                       "time.time = lambda: t() + 30; boot = sys.argv[1]; sys.argv = [\"-c\"] + sys.argv[2:]; "
-                      "exec(boot, {})' \"$2\" \"$3\"\n")
+                      "exec(boot, {})' \"$2\" \"$3\" \"$4\"\n")
     skewed.chmod(0o755)
     small = tmp_path / "small"  # a 4 MiB tmpfs on host 3 only, in its own mount namespace
     small.mkdir()

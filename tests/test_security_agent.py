@@ -14,7 +14,7 @@ from clusterctl import agent, agent_session
 
 def _ask(*requests: dict) -> list[dict]:
     lines = b"".join(json.dumps(r).encode() + b"\n" for r in requests)
-    done = subprocess.run([sys.executable, "-c", agent_session.BOOT, "clusterctl-agent"],
+    done = subprocess.run([sys.executable, "-c", agent_session.BOOT, "clusterctl-agent", sys.executable],
                           input=agent_session.source() + lines, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     return [json.loads(line) for line in done.stdout.splitlines()]

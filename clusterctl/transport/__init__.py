@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from contextvars import ContextVar
 from pathlib import Path
 
 from clusterctl.errors import ConnectError
@@ -27,12 +26,9 @@ def make(host: Host, known_hosts: Path, via: Transport | None = None) -> Transpo
     return SSHTransport(host, known_hosts, via=via)  # type: ignore[arg-type]
 
 
-#: Hosts in flight at once when neither the command line nor the inventory says: a laptop's worth of
-#: SSH handshakes and remote interpreters starting together (like Ansible's ``forks``).
+#: Hosts in flight at once when neither the caller (``--parallel``) nor the inventory says: a laptop's
+#: worth of SSH handshakes and remote interpreters starting together (like Ansible's ``forks``).
 DEFAULT_PARALLEL = 64
-
-#: The command line's ``--parallel``: beats the inventory's ``parallel:`` for the command it is given to.
-PARALLEL: ContextVar[int | None] = ContextVar("clusterctl_parallel", default=None)
 
 
 class Pool:
@@ -40,11 +36,13 @@ class Pool:
 
     ``slots`` bounds the hosts in flight: each connection handshake and each request to a host's
     agent (``Agents.call``) or shell (``exec``, ``setup``, ``sync``) takes one for its duration, and a
-    host's own deadline starts only once it has one. The connections themselves stay open."""
+    host's own deadline starts only once it has one. The connections themselves stay open.
+    ``parallel``: the bound the caller chose (its own ``parallel=`` argument, else the inventory's or
+    the state's); None is ``DEFAULT_PARALLEL``."""
 
     def __init__(self, known_hosts: Path, parallel: int | None = None):
         self.known_hosts = known_hosts
-        self.parallel = PARALLEL.get() or parallel or DEFAULT_PARALLEL
+        self.parallel = parallel or DEFAULT_PARALLEL
         self.slots = asyncio.Semaphore(self.parallel)
         self.transports: dict[tuple, Transport] = {}
         self.failures: dict[tuple, ConnectError] = {}
