@@ -34,16 +34,35 @@ from typing import Any, Callable, Dict, Iterator, List
 
 SPEC, STATUS, RUN = "spec.json", "status.json", "run"
 PROGRESS_EVERY = 2.0  # seconds between two progress writes to status.json
+# A worker sends a heartbeat at least every few seconds: one the scheduler has not heard from for
+# longer is stopped, hung or cut off (also what 'clusterctl status' calls unhealthy).
+HEARD_WITHIN = 10.0
 
 
 class JobError(Exception):
     """The job raised, or returned something that is not a dict; the message says which."""
 
 
+def _silent_workers(dask_scheduler=None, within=HEARD_WITHIN):
+    """Run on the scheduler: worker name -> seconds since it last heard from it, by its own clock,
+    for the workers silent for more than ``within`` seconds."""
+    now = time.time()
+    return {str(ws.name): round(now - ws.last_seen) for ws in dask_scheduler.workers.values()
+            if now - ws.last_seen > within}
+
+
 def upload(client, path):
     """Send the job's modules to every worker; a worker that cannot save them (its folder on the
     host was removed, its disk is full) or does not answer (stopped, hung, cut off) is a
-    ``JobError`` that says so, not a bare OSError."""
+    ``JobError`` that says so, not a bare OSError. A worker the scheduler has not heard from for
+    HEARD_WITHIN seconds is named at once: the upload would wait on it for distributed's comm
+    timeout (30 s), and the job after it."""
+    silent = client.run_on_scheduler(_silent_workers, within=HEARD_WITHIN)
+    if silent:
+        raise JobError("the scheduler has not heard from %s: stopped, hung or cut off, it would hold up the"
+                       " job, which was not started. 'clusterctl status' names its host; 'clusterctl down'"
+                       " then 'clusterctl up' restarts the cluster"
+                       % ", ".join("worker %s for %d s" % (name, s) for name, s in sorted(silent.items())))
     try:
         client.upload_file(path)
     except OSError as exc:

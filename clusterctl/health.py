@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl import processes, scheduler_http, state as states
+from clusterctl.driver import HEARD_WITHIN  # noqa: F401 - status and submit share it
 from clusterctl.agent_session import Agents
 from clusterctl.errors import FAILED, OK, PARTIAL
 from clusterctl.state import ClusterState, ProcessRecord
 from clusterctl.transport import Pool
 
-HEARD_WITHIN = 10.0
 
 
 @dataclass
