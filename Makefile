@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # bar (seed 0; seeds 1 and 2 are in make bench: bench/sentiment_quality.py), and the lab at scale
 # (tests/test_scale.py: 48 workers, 200 hosts; ~4 min).
 test: venv
-	CLUSTERCTL_SLOW_TESTS=1 $(PY) -m pytest
+	CLUSTERCTL_SLOW_TESTS=1 $(PY) -m pytest --durations=30
 
 # Up the local cluster, run the sentiment job on it (accuracy, ROC AUC, seconds per stage), status, down.
 demo: venv
