@@ -270,7 +270,8 @@ def run(
         "chosen": report.chosen(ranked, n_searched, cv, features),
         "candidates": ranked,
         "data_parallel_refit": data_parallel,
-        "xgboost_device": {"device": gpu["dask_device"] if data_parallel else gpu["device"], "why": gpu["why"]},
+        "xgboost_device": {"device": gpu["dask_device"] if data_parallel else gpu["device"],
+                           "gpu_workers": gpu["gpu_workers"], "why": gpu["why"]},
         "data": info,
         "params": p,
     }

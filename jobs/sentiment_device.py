@@ -45,19 +45,19 @@ def choose(gpus: dict[str, float], cuda: dict[str, bool], n_workers: int) -> dic
     """The job's plan from each worker's GPU count (``gpus``: workers that declare the resource),
     whether its xgboost was built with CUDA (``cuda``) and the number of workers: ``device`` for the
     fits the job places itself, ``resources`` to ask for then (None: anywhere), ``dask_device`` for
-    xgboost.dask, and ``why`` in words."""
+    xgboost.dask, ``gpu_workers`` (those that declare a GPU) and ``why`` in words."""
     usable = [w for w in gpus if cuda.get(w)]
-    plan = {"device": "cpu", "resources": None, "dask_device": "cpu"}
+    plan = {"device": "cpu", "resources": None, "dask_device": "cpu", "gpu_workers": len(gpus)}
     if not gpus:
         return {**plan, "why": "no worker declares a GPU resource"}
     if not usable:
         return {**plan, "why": f"{len(gpus)} worker(s) declare a GPU, but their xgboost is built without CUDA:"
-                               " install the ml-gpu extra there (xgboost instead of xgboost-cpu)"}
+                               " install the ml-gpu extra there"}
     every = len(usable) == n_workers
     why = f"XGBoost trains on the GPU of {len(usable)} of {n_workers} worker(s) (device='cuda')"
     if not every:
         why += "; xgboost.dask, which needs every worker, on the CPU"
-    return {"device": "cuda", "resources": {"GPU": 1}, "dask_device": "cuda" if every else "cpu", "why": why}
+    return {**plan, "device": "cuda", "resources": {"GPU": 1}, "dask_device": "cuda" if every else "cpu", "why": why}
 
 
 def plan(client, device: str = "auto") -> dict[str, Any]:
@@ -65,7 +65,7 @@ def plan(client, device: str = "auto") -> dict[str, Any]:
     resource, and those workers say how their xgboost was built. ``device="cpu"``: the CPU, always."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
     if device == "cpu":
-        return {"device": "cpu", "resources": None, "dask_device": "cpu", "why": "device=cpu"}
+        return {"device": "cpu", "resources": None, "dask_device": "cpu", "gpu_workers": None, "why": "device=cpu"}
     gpus = {addr: w.get("resources", {}).get("GPU", 0) for addr, w in workers.items()}
     gpus = {addr: n for addr, n in gpus.items() if n >= 1}
     cuda = client.run(cuda_built, workers=list(gpus)) if gpus else {}

@@ -94,6 +94,9 @@ def summary(result: dict) -> dict:
         "workers": f"{result['n_workers']}, {result['npartitions']} partitions",
         "seconds": ", ".join(f"{k} {v:.1f}" for k, v in result["seconds"].items()),
     }
+    gpu = result.get("xgboost_device") or {}
+    if gpu.get("gpu_workers"):  # a GPU was offered: say whether XGBoost used it
+        rows["XGBoost device"] = f"{gpu['device']}: {gpu['why']}"
     base = result.get("baseline")
     if base and "speedup" in base:
         rows["speedup"] = (f"{base['speedup']}x against the single-node search ({base['seconds']:g} s,"

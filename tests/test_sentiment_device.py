@@ -60,8 +60,9 @@ def test_the_cluster_is_asked_and_the_job_says_why_it_stays_on_the_cpu(gpu_clust
     assert devices.plan(gpu_cluster, "cpu")["why"] == "device=cpu"
 
     result = sentiment.run(gpu_cluster, data="synthetic:300", search_iter=2, n_features=2**12)
-    assert result["xgboost_device"] == {"device": "cpu", "why": plan["why"]}
+    assert result["xgboost_device"] == {"device": "cpu", "gpu_workers": 1, "why": plan["why"]}
     assert result["params"]["device"] == "auto"
+    assert result["summary"]["XGBoost device"] == "cpu: " + plan["why"]  # the GPU offered, and not used
 
 
 def test_each_fit_decides_on_the_worker_that_runs_it(gpu_cluster, monkeypatch):

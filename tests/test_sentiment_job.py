@@ -75,6 +75,7 @@ def test_job_on_synthetic_rows_with_baseline(client, fake_corpus):
     summary = result["summary"]
     assert list(summary)[:3] == ["accuracy", "ROC AUC", "model"] and "speedup" in summary
     assert summary["accuracy"] == result["accuracy"] and summary["rows"].startswith("1,")
+    assert "XGBoost device" not in summary  # no GPU offered: nothing to say
     table = result_table(result)
     assert all(len(line) <= 100 for line in table.splitlines()[:-1]), table
     assert table.index("accuracy") < table.index("ROC AUC") < table.index("speedup") < table.index("run folder")
