@@ -14,8 +14,18 @@ def pytest_configure(config):
         "markers", "lab: needs the network-namespace lab of real ssh hosts (root only)"
     )
     config.addinivalue_line(
-        "markers", "slow: minutes-long quality runs; only with CLUSTERCTL_SLOW_TESTS=1"
+        "markers", "slow: the slowest tests (quality runs, the lab at scale, the longest fault and"
+        " runbook plays); only with CLUSTERCTL_SLOW_TESTS=1, which `make test` and CI set"
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CLUSTERCTL_SLOW_TESTS"):
+        return
+    skip = pytest.mark.skip(reason="slow: set CLUSTERCTL_SLOW_TESTS=1 (make test does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def require_lab() -> None:

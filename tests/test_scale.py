@@ -4,7 +4,6 @@ down; 200 sshd-only hosts, 10 of them cut off, through exec, doctor and up --che
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
@@ -12,12 +11,7 @@ import pytest
 from conftest import CLIENT_PYTHON, Cli, clean, dask_processes, require_lab
 from lab import Lab
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("CLUSTERCTL_SLOW_TESTS"),
-                       reason="a lab of 200 hosts and 48 Dask workers: set CLUSTERCTL_SLOW_TESTS=1"),
-]
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # a lab of 200 hosts and 48 Dask workers
 
 N_HOSTS, N_WORKERS, N_CUT = 200, 48, 10
 

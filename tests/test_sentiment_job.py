@@ -172,11 +172,7 @@ def test_split_is_deterministic_by_seed_and_keeps_duplicates_together():
         assert test.compute()["text"].eq("the same review").sum() in (0, 50)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("CLUSTERCTL_SLOW_TESTS"),
-    reason="the full default run (~90 s; downloads the corpus once): set CLUSTERCTL_SLOW_TESTS=1",
-)
+@pytest.mark.slow  # the full default run (~60 s; downloads the corpus once)
 def test_default_run_beats_the_quality_bar(monkeypatch, tmp_path):
     """All defaults on the reviews corpus, on LocalCluster(2 worker processes x 1 thread), the job
     loaded and shipped with clusterctl's own functions, as submit and jobs/sentiment_local.py do."""
