@@ -52,8 +52,10 @@ async def down(name: str, *, force: bool = False, inventory: Inventory | None = 
         result = DownResult(cluster=name)
         async with Pool(states.home() / "known_hosts", parallel or current.parallel) as pool:
             await pool.open([current.host(h) for h in current.hosts])
-            await _stop_jobs(Agents(pool), current, result, force, grace)
-            await _stop_everything(Agents(pool), current, result, force, grace)
+            # One agent per host for the whole command: each start is a login shell and a python.
+            agents = Agents(pool)
+            await _stop_jobs(agents, current, result, force, grace)
+            await _stop_everything(agents, current, result, force, grace)
         _settle(name, current, result)
         return result
 

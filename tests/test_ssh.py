@@ -150,6 +150,25 @@ def test_down_leaves_no_process(lab, ssh_cli, three, home):
     assert again.code == 0 and "nothing to stop" in again.out
 
 
+def test_down_starts_one_agent_per_host(lab, ssh_cli, write_inventory, tmp_path):
+    # An interpreter that notes each agent it starts (its command line names it): every start is a
+    # login shell and a python on the host, which down pays once per host, not once per step.
+    starts = tmp_path / "agent-starts"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\ncase \" $* \" in *' clusterctl-agent '*) echo started >> {starts};; esac\n"
+                       f"exec {CLIENT_PYTHON} \"$@\"\n")
+    wrapper.chmod(0o755)
+    inv = write_inventory([lab.hosts[1].addr], name="agents", scheduler_extra=f"python: {wrapper}",
+                          extra_worker=f"    python: {wrapper}")
+    assert ssh_cli("up", inv).code == 0
+    starts.unlink()
+    down = ssh_cli("down", "--cluster", "agents", "--json")
+    assert down.code == 0, down.out + down.err
+    assert down.json["forgotten"] is True and down.json["retired"] is True
+    assert starts.read_text().splitlines() == ["started"] * 2  # the scheduler's host and the worker's
+    assert clean(lab, lab.hosts[:2], cluster="agents")
+
+
 def test_unreachable_worker_host_then_it_returns(lab, ssh_cli, write_inventory):
     cut = lab.hosts[5]
     inv = write_inventory([lab.hosts[1].addr, cut.addr], name="cut")
