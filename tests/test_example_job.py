@@ -16,7 +16,8 @@ def test_the_example_ships_alone_and_the_sentiment_job_with_the_modules_it_impor
     # modules (and their ml packages) along from the folder it shares with them.
     assert [p.name for p in jobs.shipped(jobs.load(EXAMPLE))] == ["example.py"]
     sentiment = [p.name for p in jobs.shipped(jobs.load(EXAMPLE.with_name("sentiment.py")))]
-    assert sentiment == ["sentiment.py", "sentiment_data.py", "sentiment_features.py", "sentiment_models.py",
+    assert sentiment == ["sentiment.py", "sentiment_data.py", "sentiment_device.py", "sentiment_features.py",
+                         "sentiment_models.py",
                          "sentiment_pretrained.py", "sentiment_report.py", "sentiment_scale.py",
                          "sentiment_stack.py"]
     trivial = jobs.load(Path(__file__).parent / "jobs" / "trivial.py")  # not norun.py, which it does not import

@@ -149,6 +149,7 @@ def test_worker_killed_during_a_job_the_job_finishes_with_the_same_result(lab, s
     assert all(w["registered"] for w in after.json["workers"])
 
 
+@pytest.mark.slow  # among the slowest lab tests (~30-45 s): make test and CI run it
 def test_link_down_during_a_job_the_job_finishes_and_up_readds_the_host(lab, ssh_cli, jobs_cluster, calm,
                                                                         home, tmp_path):
     up = ssh_cli("up", jobs_cluster)
@@ -394,6 +395,7 @@ def test_refused_key_and_missing_dask_are_caught_in_preflight(lab, ssh_cli, writ
     assert clean(lab, lab.hosts, cluster="preflight")
 
 
+@pytest.mark.slow  # among the slowest lab tests (~30-45 s): make test and CI run it
 def test_dead_host_dropped_from_the_inventory_is_set_aside_and_stopped_when_it_returns(lab, ssh_cli,
                                                                                       write_inventory):
     h1, h2 = lab.hosts[1], lab.hosts[2]

@@ -535,6 +535,7 @@ def test_runbook_bug_report(lab, ssh_cli, cluster, shell):
 
 
 @pytest.mark.lab
+@pytest.mark.slow  # among the slowest lab tests (~30-45 s): make test and CI run it
 def test_runbook_long_training(lab, ssh_cli, cluster, shell, workdir):
     s, w1, w2 = lab.hosts[:3]
     inv = cluster("rb-train", [w1.addr, w2.addr])

@@ -37,6 +37,7 @@ def test_the_environment_key_changes_with_the_pins_and_the_kind_of_host():
 
 
 @pytest.mark.lab
+@pytest.mark.slow  # among the slowest lab tests (~30-45 s): make test and CI run it
 def test_sync_fixes_a_host_with_another_dask_and_a_second_sync_does_nothing(
         lab, ssh_cli, write_inventory, old_dask_python):
     odd = lab.hosts[3]
