@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,ml,ops]'
 	touch $@
 
-# CLUSTERCTL_SLOW_TESTS=1: include the slow tests: the sentiment job's full default run (~60 s), the quality
-# bar (seed 0; seeds 1 and 2 are in make bench: bench/sentiment_quality.py), and the lab at scale
-# (tests/test_scale.py: 48 workers, 200 hosts; ~4 min).
+# CLUSTERCTL_SLOW_TESTS=1: include the slow tests (plain pytest skips them): the sentiment job's full default
+# run (~60 s) against the quality bar (seed 0; seeds 1 and 2 are in make bench: bench/sentiment_quality.py),
+# the lab at scale (tests/test_scale.py: 48 workers, 200 hosts; ~4 min), and the four slowest fault, sync
+# and runbook plays (30-45 s each).
 test: venv
 	CLUSTERCTL_SLOW_TESTS=1 $(PY) -m pytest --durations=30
 
