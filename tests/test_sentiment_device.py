@@ -17,7 +17,6 @@ from distributed import Client, Scheduler, SpecCluster, Worker
 
 import sentiment
 import sentiment_device as devices
-from test_sentiment_data import make_fake_wheels
 
 
 def test_the_choice_needs_a_gpu_worker_whose_xgboost_has_cuda():
@@ -33,19 +32,14 @@ def test_the_choice_needs_a_gpu_worker_whose_xgboost_has_cuda():
 
 
 @pytest.fixture(scope="module")
-def gpu_cluster(tmp_path_factory):
+def gpu_cluster(fake_corpus):
     """Two workers of one thread; only the first declares a GPU, as `resources: {GPU: 1}` makes it."""
-    cache = tmp_path_factory.mktemp("cache")
-    make_fake_wheels(cache, n_rt=120, n_amazon=60)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CLUSTERCTL_DATA_CACHE", str(cache))
-        workers = {"gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
-                   "cpu": {"cls": Worker, "options": {"nthreads": 1}}}
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-        with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
-            with Client(cluster) as client:
-                client.wait_for_workers(2)
-                yield client
+    workers = {"gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+               "cpu": {"cls": Worker, "options": {"nthreads": 1}}}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        yield client
 
 
 def _gpu_worker(client) -> str:

@@ -22,22 +22,13 @@ from distributed import Client, LocalCluster
 import sentiment
 import sentiment_data
 from clusterctl import jobs
-from test_sentiment_data import BAD, GOOD, fake_sentence, make_fake_wheels
+from test_sentiment_data import BAD, GOOD, fake_sentence
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 FIELDS = {"accuracy", "roc_auc", "n_train", "n_test", "n_workers", "model", "vectorizer",
           "best_params", "seconds", "data", "chosen", "artifacts"}  # fmt: skip
 STAGES = {"load", "vectorize", "search", "refit", "evaluate", "total"}
-
-
-@pytest.fixture(scope="module")
-def fake_corpus(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    make_fake_wheels(cache, n_rt=120, n_amazon=60)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CLUSTERCTL_DATA_CACHE", str(cache))
-        yield cache
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ pytest.importorskip("psutil")
 from distributed import Client, LocalCluster
 
 import sentiment_throughput as throughput
-from test_sentiment_job import fake_corpus  # noqa: F401 - the same 180-row fake corpus, as a fixture
 
 _VECTORIZE = throughput.vectorize_part
 
