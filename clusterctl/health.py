@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterctl import processes, scheduler_http, state as states
-from clusterctl.driver import HEARD_WITHIN  # noqa: F401 - status and submit share it
+from clusterctl.driver import HEARD_WITHIN  # status and submit share it
 from clusterctl.agent_session import Agents
 from clusterctl.errors import FAILED, OK, PARTIAL
 from clusterctl.state import ClusterState, ProcessRecord

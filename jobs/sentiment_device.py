@@ -63,9 +63,9 @@ def choose(gpus: dict[str, float], cuda: dict[str, bool], n_workers: int) -> dic
 def plan(client, device: str = "auto") -> dict[str, Any]:
     """``choose`` for the cluster of ``client``: the scheduler says which workers have the GPU
     resource, and those workers say how their xgboost was built. ``device="cpu"``: the CPU, always."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
     if device == "cpu":
         return {"device": "cpu", "resources": None, "dask_device": "cpu", "gpu_workers": None, "why": "device=cpu"}
+    workers = client.scheduler_info(n_workers=-1)["workers"]
     gpus = {addr: w.get("resources", {}).get("GPU", 0) for addr, w in workers.items()}
     gpus = {addr: n for addr, n in gpus.items() if n >= 1}
     cuda = client.run(cuda_built, workers=list(gpus)) if gpus else {}
